@@ -1,0 +1,142 @@
+"""params.yaml -> frozen, typed config. The one place where params become Python objects.
+
+Unknown keys, missing keys and wrong types are errors that name the offending path, so a typo in
+`dvc exp run -S slicing.prset=...` fails at stage start instead of silently using a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from components.slicing.strategies import check_strategy, plan_layout
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    source: str = "synthetic"  # synthetic (embedded, offline); the hub sources come with the data stage
+    seed: int = 0
+    num_images: int = 48  # size of the embedded image set
+
+    def __post_init__(self):
+        if self.source != "synthetic":
+            raise ConfigError(f"data.source: only 'synthetic' is available so far, got {self.source!r}")
+        if self.num_images < 1:
+            raise ConfigError("data.num_images must be >= 1")
+
+
+@dataclass(frozen=True)
+class SlicingConfig:
+    """Each strategy keeps its own preset key, so `-S slicing.strategy=anyres` is a one-value switch."""
+
+    strategy: str = "uhd"  # uhd | anyres | fixed2x2 | pad336
+    preset: str = "uhd-arxiv"  # uhd-arxiv | uhd-eccv | uhd-eccv-eval | minicpm | uhd-v2 | paper
+    anyres_preset: str = "onevision"  # onevision (HF arithmetic) | onevision-repo (LLaVA-NeXT's)
+
+    def __post_init__(self):
+        try:
+            check_strategy("uhd", self.preset)
+            check_strategy("anyres", self.anyres_preset)
+            check_strategy(self.strategy, self.active_preset)
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
+
+    @property
+    def active_preset(self) -> str:
+        """The preset name that applies to the chosen strategy (baselines name their own)."""
+        return {"uhd": self.preset, "anyres": self.anyres_preset}.get(self.strategy, self.strategy)
+
+    def plan(self, width: int, height: int):
+        return plan_layout(width, height, self.strategy, self.active_preset)
+
+
+@dataclass(frozen=True)
+class LayoutsConfig:
+    batch_rows: int = 4096  # rows per record batch: bounds memory whatever the table size
+    workers: int = 0  # processes; 0 = one per core
+
+    def __post_init__(self):
+        if self.batch_rows < 1 or self.workers < 0:
+            raise ConfigError("layouts.batch_rows must be >= 1 and layouts.workers >= 0")
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    address: str = ""  # Ray cluster address (ray://host:10001 or auto); empty = local processes
+
+
+@dataclass(frozen=True)
+class Params:
+    data: DataConfig = field(default_factory=DataConfig)
+    slicing: SlicingConfig = field(default_factory=SlicingConfig)
+    layouts: LayoutsConfig = field(default_factory=LayoutsConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    compressor: str = "resampler"  # resampler (arXiv v1, 64) | spatial_resampler (ECCV, 144) | mlp
+    spatial_schema: bool = True
+
+    def __post_init__(self):
+        if self.compressor not in ("resampler", "spatial_resampler", "mlp"):
+            raise ConfigError(f"compressor must be resampler, spatial_resampler or mlp, got {self.compressor!r}")
+
+
+def parse(cls, data, path: str = ""):
+    """Build dataclass `cls` from a mapping, recursively; reject unknown keys and wrong types."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path or 'params'}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"{path or 'params'}: unknown key(s) {unknown}; allowed: {sorted(names)}")
+    values = {}
+    for f in dataclasses.fields(cls):
+        key = f"{path}.{f.name}" if path else f.name
+        if f.name not in data:
+            raise ConfigError(f"{key}: missing (every key is explicit in params.yaml)")
+        values[f.name] = _coerce(hints[f.name], data[f.name], key)
+    try:
+        return cls(**values)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"{path or 'params'}: {err}") from None
+
+
+def _coerce(hint, value, key):
+    if dataclasses.is_dataclass(hint):
+        return parse(hint, value, key)
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        for option in typing.get_args(hint):
+            if option is type(None) and value is None:
+                return None
+            if option is not type(None):
+                try:
+                    return _coerce(option, value, key)
+                except ConfigError:
+                    continue
+        raise ConfigError(f"{key}: {value!r} does not match {hint}")
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint is bool and not isinstance(value, bool) or hint is not bool and isinstance(value, bool):
+        raise ConfigError(f"{key}: expected {hint.__name__}, got {value!r}")
+    if not isinstance(value, hint):
+        raise ConfigError(f"{key}: expected {hint.__name__}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"{path} not found: run from the repository root or pass --params")
+    with path.open() as fh:
+        data = yaml.safe_load(fh) or {}
+    return parse(Params, data)

@@ -1,0 +1,243 @@
+"""Pixels: image file -> normalized slice and overview arrays ready for the vision tower.
+
+The geometry always comes from a layout (`plan_layout`); this module only moves pixels. Speed comes
+from three choices, measured in benchmarks/preprocess.py:
+  * JPEG draft decoding: libjpeg's DCT scaling decodes at 1/2, 1/4 or 1/8 size when the targets are
+    that much smaller, skipping most of the IDCT work. It never goes below DRAFT_MARGIN x the largest
+    target, so the final bicubic resize still does the last >= 2x reduction and the result stays within
+    ~0.004 (normalized units) of a full decode on photo-like content;
+  * one resize of the whole image to the slice canvas (cols*w, rows*h), then cheap crops, instead of one
+    resize per slice;
+  * normalization by a per-channel 256-entry lookup table on uint8 data instead of float arithmetic.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from .anyres import AnyresLayout
+from .layout import Layout, Size
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+SIGLIP_MEAN = SIGLIP_STD = (0.5, 0.5, 0.5)  # lmms-lab OneVision checkpoints
+
+# EXIF orientations 5-8 swap width and height on display.
+_TRANSPOSING_ORIENTATIONS = {5, 6, 7, 8}
+_EXIF_ORIENTATION_TAG = 0x0112
+
+# Decode JPEGs at no less than this multiple of the largest size the layout needs (see module doc).
+DRAFT_MARGIN = 2.0
+
+
+@dataclass(frozen=True)
+class Normalization:
+    mean: tuple[float, float, float] = CLIP_MEAN
+    std: tuple[float, float, float] = CLIP_STD
+
+    def lookup_table(self) -> np.ndarray:
+        """(3, 256) float32: value v of channel c maps to (v/255 - mean[c]) / std[c]."""
+        levels = np.arange(256, dtype=np.float64) / 255.0
+        table = (levels[None, :] - np.array(self.mean)[:, None]) / np.array(self.std)[:, None]
+        return table.astype(np.float32)
+
+
+CLIP = Normalization()
+SIGLIP = Normalization(SIGLIP_MEAN, SIGLIP_STD)
+
+_TABLES: dict[Normalization, np.ndarray] = {}
+
+
+def normalize(image: Image.Image, norm: Normalization = CLIP) -> np.ndarray:
+    """RGB PIL image -> (3, H, W) float32, CLIP-normalized by table lookup."""
+    table = _TABLES.get(norm)
+    if table is None:
+        table = _TABLES[norm] = norm.lookup_table()
+    chw = np.asarray(image, dtype=np.uint8).transpose(2, 0, 1)
+    out = np.empty(chw.shape, dtype=np.float32)
+    for c in range(3):
+        np.take(table[c], chw[c], out=out[c])
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------
+# Decoding
+
+
+def _exif_orientation(image: Image.Image) -> int:
+    try:
+        return int(image.getexif().get(_EXIF_ORIENTATION_TAG, 1))
+    except Exception:  # a corrupt EXIF block must not make the image unreadable
+        return 1
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Any PIL mode -> RGB. Transparency is composited on white; 16/32-bit greyscale is rescaled."""
+    if image.mode == "RGB":
+        return image
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        values = np.asarray(image, dtype=np.float64)
+        peak = 65535.0 if (image.mode.startswith("I;16") or values.max(initial=0) > 255) else 255.0
+        grey = np.clip(values / peak * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return Image.fromarray(grey, mode="L").convert("RGB")
+    has_alpha = image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or (
+        image.mode == "P" and "transparency" in image.info
+    )
+    if has_alpha:
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")  # L, 1, P, CMYK, YCbCr, LAB, HSV
+
+
+def load_image(source, min_size: Size | None = None) -> Image.Image:
+    """Open, decode and orient an image as RGB.
+
+    source    a path, bytes, or a binary file object.
+    min_size  (w, h) in *display* orientation that the caller still needs; JPEGs are then decoded at the
+              smallest DCT scale (1/2, 1/4, 1/8) that keeps at least this size. None: full resolution.
+    """
+    if isinstance(source, bytes | bytearray):
+        source = io.BytesIO(source)
+    elif isinstance(source, str | os.PathLike):
+        source = os.fspath(source)
+    image = Image.open(source)
+    orientation = _exif_orientation(image)
+    if min_size is not None and image.format == "JPEG":
+        need = min_size[::-1] if orientation in _TRANSPOSING_ORIENTATIONS else min_size
+        image.draft("RGB", (max(int(need[0]), 1), max(int(need[1]), 1)))
+    image.load()
+    if orientation != 1:
+        image = ImageOps.exif_transpose(image)
+    return to_rgb(image)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Geometry -> pixels
+
+
+@dataclass
+class EncodedImage:
+    """Vision-tower input for one image: slices (n, 3, h, w) row-major, overview (3, h, w)."""
+
+    slices: np.ndarray  # float32; shape (0, 3, 1, 1) when unsliced
+    overview: np.ndarray
+
+    @property
+    def images(self) -> list[np.ndarray]:
+        return [*self.slices, self.overview]
+
+
+def _resize(image: Image.Image, size: Size) -> Image.Image:
+    if image.size == tuple(size):
+        return image
+    return image.resize(tuple(size), Image.Resampling.BICUBIC)
+
+
+def _cut(canvas: Image.Image, grid: Size, tile: Size) -> list[Image.Image]:
+    cols, rows = grid
+    tw, th = tile
+    return [canvas.crop((c * tw, r * th, (c + 1) * tw, (r + 1) * th)) for r in range(rows) for c in range(cols)]
+
+
+def _draft_size(layout: Layout | AnyresLayout) -> Size:
+    if isinstance(layout, AnyresLayout):
+        targets = [layout.best_resolution]
+    else:
+        targets = _uhd_targets(layout)
+    return (int(max(t[0] for t in targets) * DRAFT_MARGIN), int(max(t[1] for t in targets) * DRAFT_MARGIN))
+
+
+def _uhd_targets(layout: Layout) -> list[Size]:
+    targets = [layout.overview]
+    if layout.slices:
+        (w, h), (cols, rows) = layout.slices[0], layout.grid
+        targets.append((w * cols, h * rows))
+    if layout.pre_resized:
+        targets.append(layout.pre_resized)
+    return targets
+
+
+def _check_oriented_size(image: Image.Image, layout) -> None:
+    """The decoded image must be the size the layout was planned for (modulo draft scaling)."""
+    w, h = layout.size
+    iw, ih = image.size
+    if abs(iw / ih - w / h) > 0.02 * (w / h) + 2 / min(ih, h):
+        raise ValueError(
+            f"image is {iw}x{ih} after EXIF orientation but its layout was planned for {w}x{h}; "
+            "re-run the layouts stage for this image"
+        )
+
+
+def encode_uhd(image: Image.Image, layout: Layout, norm: Normalization = CLIP) -> EncodedImage:
+    """UHD-style layouts (uhd presets, fixed2x2): one resize to the slice canvas, then crops."""
+    if layout.pre_resized:
+        image = _resize(image, layout.pre_resized)
+    overview = normalize(_resize(image, layout.overview), norm)
+    if not layout.slices:
+        return EncodedImage(np.empty((0, 3, 1, 1), np.float32), overview)
+    tile = layout.slices[0]
+    if any(s != tile for s in layout.slices):
+        raise ValueError("canvas slicing needs equal slice sizes; this layout mixes sizes")
+    cols, rows = layout.grid
+    canvas = _resize(image, (tile[0] * cols, tile[1] * rows))
+    slices = np.stack([normalize(t, norm) for t in _cut(canvas, layout.grid, tile)])
+    return EncodedImage(slices, overview)
+
+
+def expand_to_square(image: Image.Image, fill: tuple[int, int, int]) -> Image.Image:
+    """LLaVA-1.5 `expand2square`: pad the short side symmetrically with the mean colour."""
+    w, h = image.size
+    if w == h:
+        return image
+    side = max(w, h)
+    square = Image.new("RGB", (side, side), fill)
+    square.paste(image, ((side - w) // 2, (side - h) // 2))
+    return square
+
+
+def encode_pad336(image: Image.Image, layout: Layout, norm: Normalization = CLIP) -> EncodedImage:
+    fill = tuple(int(255 * m) for m in norm.mean)
+    square = expand_to_square(image, fill)
+    return EncodedImage(np.empty((0, 3, 1, 1), np.float32), normalize(_resize(square, layout.overview), norm))
+
+
+def encode_anyres(image: Image.Image, layout: AnyresLayout, norm: Normalization = SIGLIP) -> EncodedImage:
+    """OneVision: base image squashed to B x B; crops of the image fitted (ceil) and centred on black."""
+    side = layout.base_resolution
+    base = normalize(_resize(image, (side, side)), norm)
+    target_w, target_h = layout.best_resolution
+    w, h = image.size
+    # get_patch_output_size: fill the side with the smaller scale, ceil the other, capped at the target.
+    scale_w, scale_h = target_w / w, target_h / h
+    if scale_w < scale_h:
+        new_w, new_h = target_w, min(int(np.ceil(h * scale_w)), target_h)
+    else:
+        new_w, new_h = min(int(np.ceil(w * scale_h)), target_w), target_h
+    canvas = Image.new("RGB", (target_w, target_h), (0, 0, 0))
+    canvas.paste(_resize(image, (new_w, new_h)), ((target_w - new_w) // 2, (target_h - new_h) // 2))
+    crops = np.stack([normalize(t, norm) for t in _cut(canvas, layout.grid, (side, side))])
+    return EncodedImage(crops, base)
+
+
+def encode_image(source, layout: Layout | AnyresLayout, norm: Normalization | None = None,
+                 draft: bool = True) -> EncodedImage:
+    """File (or PIL image) + layout -> normalized vision-tower input.
+
+    draft=False decodes JPEGs at full resolution (the reference behaviour), e.g. for parity checks.
+    """
+    if isinstance(source, Image.Image):
+        image = to_rgb(source)
+    else:
+        image = load_image(source, min_size=_draft_size(layout) if draft else None)
+    _check_oriented_size(image, layout)
+    if isinstance(layout, AnyresLayout):
+        return encode_anyres(image, layout, norm or SIGLIP)
+    if layout.strategy == "pad336":
+        return encode_pad336(image, layout, norm or CLIP)
+    return encode_uhd(image, layout, norm or CLIP)
