@@ -1,0 +1,50 @@
+# The two set-up commands of the README: `make demo` (the DVC pipeline on the embedded default) and
+# `make test`. Both create .venv on first use and install the pinned set (requirements.lock).
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTHON ?= python3
+
+# Offline, quiet, and one thread per process (2-core machines oversubscribe badly otherwise).
+export OMP_NUM_THREADS ?= 1
+export HF_HUB_OFFLINE := 1
+export DVC_NO_ANALYTICS := 1
+export ITERATIVE_DO_NOT_TRACK := 1
+export MLFLOW_DISABLE_TELEMETRY := true
+export RAY_USAGE_STATS_ENABLED := 0
+export DS_ACCELERATOR := cpu
+export PATH := $(abspath $(VENV))/bin:$(PATH)
+
+.PHONY: install demo test test-fast lint bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml requirements.lock
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade "pip==25.3"
+	$(PY) -m pip install --quiet --constraint requirements.lock --editable ".[dev]"
+	touch $@
+
+demo: install
+	dvc repro
+	@echo
+	dvc metrics show
+	@echo
+	@echo "Layouts table: data/layouts/layouts.parquet   plots: reports/layouts/distributions.png"
+	@echo "Interactive plots: dvc plots show (writes dvc_plots/index.html)"
+
+test: install
+	$(PY) -m pytest -n 2 --dist loadfile -q
+
+test-fast: install
+	$(PY) -m pytest -q -m "not slow"
+
+lint: install
+	$(VENV)/bin/ruff check components pipelines tests benchmarks
+
+bench: install
+	$(PY) -m benchmarks.layout_throughput
+	$(PY) -m benchmarks.preprocess
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis

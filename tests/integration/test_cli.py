@@ -1,0 +1,41 @@
+import json
+import subprocess
+import sys
+
+from PIL import Image
+
+from pipelines.cli import main
+
+
+def test_uhd_layout_prints_the_plan_and_writes_an_overlay(tmp_path, capsys):
+    image = tmp_path / "photo.jpg"
+    Image.new("RGB", (1920, 1080), (30, 90, 160)).save(image)
+    out = tmp_path / "overlay.png"
+    assert main(["layout", str(image), "--preset", "uhd-eccv", "--out", str(out), "--json"]) == 0
+    text = capsys.readouterr().out
+    assert "grid 3x2" in text and "visual tokens 1014" in text
+    record = json.loads(next(line for line in text.splitlines() if line.startswith("{")))
+    assert record["num_tokens"] == 1014 and record["slice_sizes"] == [[364, 308]] * 6
+    overlay = Image.open(out)
+    assert overlay.size == (1600, 900)  # downscaled for viewing, aspect kept
+    # the grid is drawn: the vertical line between the first two columns is red
+    assert overlay.getpixel((533, 450))[0] > 200
+
+
+def test_uhd_layout_compressor_switch_and_anyres(tmp_path, capsys):
+    image = tmp_path / "wide.png"
+    Image.new("RGB", (2000, 50)).save(image)
+    assert main(["layout", str(image), "--compressor", "mlp", "--out", str(tmp_path / "a.png")]) == 0
+    assert main(["layout", str(image), "--strategy", "anyres", "--out", str(tmp_path / "b.png")]) == 0
+    text = capsys.readouterr().out
+    assert "anyres/onevision" in text and "1544 visual tokens" in text
+
+
+def test_uhd_layout_missing_file_is_a_clear_error(tmp_path, capsys):
+    assert main(["layout", str(tmp_path / "nope.jpg")]) == 2
+    assert "no such file" in capsys.readouterr().err
+
+
+def test_console_script_is_installed():
+    result = subprocess.run([sys.executable, "-m", "pipelines.cli", "--help"], capture_output=True, text=True)
+    assert result.returncode == 0 and "layout" in result.stdout

@@ -1,0 +1,52 @@
+import copy
+
+import pytest
+import yaml
+
+from components.config import ConfigError, Params, load_params, parse
+
+
+@pytest.fixture
+def raw(repo_root):
+    return yaml.safe_load((repo_root / "params.yaml").read_text())
+
+
+def test_repository_params_parse(repo_root):
+    params = load_params(repo_root / "params.yaml")
+    assert isinstance(params, Params)
+    assert params.slicing.plan(1008, 672).grid == (3, 2)
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda d: d["slicing"].update(prset="x"), "unknown key"),
+        (lambda d: d.update(extra=1), "unknown key"),
+        (lambda d: d.pop("cluster"), "missing"),
+        (lambda d: d.update(spatial_schema="yes"), "expected bool"),
+        (lambda d: d["layouts"].update(batch_rows=True), "expected int"),
+        (lambda d: d["layouts"].update(batch_rows=0), "batch_rows"),
+        (lambda d: d["slicing"].update(strategy="tiles"), "slicing.strategy"),
+        (lambda d: d["slicing"].update(preset="onevision"), "does not apply"),
+        (lambda d: d.update(compressor="qformer"), "compressor"),
+    ],
+)
+def test_bad_params_are_rejected_with_the_key(raw, mutate, message):
+    data = copy.deepcopy(raw)
+    mutate(data)
+    with pytest.raises(ConfigError, match=message):
+        parse(Params, data)
+
+
+def test_strategy_switch_is_one_value(raw):
+    """`-S slicing.strategy=anyres` must work without touching the UHD preset."""
+    for strategy in ("anyres", "pad336", "fixed2x2", "uhd"):
+        data = copy.deepcopy(raw)
+        data["slicing"]["strategy"] = strategy
+        params = parse(Params, data)
+        assert params.slicing.plan(640, 480).num_tokens > 0
+
+
+def test_missing_file_says_what_to_do(tmp_path):
+    with pytest.raises(ConfigError, match="repository root"):
+        load_params(tmp_path / "params.yaml")
