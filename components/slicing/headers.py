@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from PIL import Image
 
 _EXIF_ORIENTATION_TAG = 0x0112
-_TRANSPOSING = {5, 6, 7, 8}
+TRANSPOSING_ORIENTATIONS = {5, 6, 7, 8}  # displayed with width and height swapped
 
 
 @dataclass(frozen=True)
@@ -37,15 +37,20 @@ def read_header(path: str | os.PathLike) -> ImageHeader:
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         with Image.open(path) as image:
             width, height = image.size
-            orientation = _orientation(image)
+            orientation = exif_orientation(image)
             fmt, mode = image.format or "", image.mode
-    if orientation in _TRANSPOSING:
+    if orientation in TRANSPOSING_ORIENTATIONS:
         width, height = height, width
     return ImageHeader(width, height, fmt, mode, orientation)
 
 
-def _orientation(image: Image.Image) -> int:
+def exif_orientation(image: Image.Image) -> int:
+    """The EXIF orientation tag of an opened (not necessarily loaded) image; 1 when absent or corrupt."""
     if image.format not in ("JPEG", "MPO", "TIFF", "WEBP", "PNG"):
+        return 1
+    if image.format == "PNG" and "exif" not in image.info:
+        # PIL's PNG getexif() decodes the whole image to look for an eXIf chunk after the pixel data;
+        # only one placed before the pixels (where writers put it) is honoured, keeping this header-only.
         return 1
     try:
         value = image.getexif().get(_EXIF_ORIENTATION_TAG, 1)

@@ -6,30 +6,33 @@ from three choices, measured in benchmarks/preprocess.py:
     that much smaller, skipping most of the IDCT work. It never goes below DRAFT_MARGIN x the largest
     target, so the final bicubic resize still does the last >= 2x reduction and the result stays within
     ~0.004 (normalized units) of a full decode on photo-like content;
-  * one resize of the whole image to the slice canvas (cols*w, rows*h), then cheap crops, instead of one
-    resize per slice;
+  * one resize of the whole image to the slice canvas (cols*w, rows*h), then crops that are array views,
+    instead of one resize per slice; resizes run through torch's vectorised uint8 antialiased bicubic,
+    which reproduces PIL's bicubic (mean difference ~0.005 grey levels) about 5x faster;
   * normalization by a per-channel 256-entry lookup table on uint8 data instead of float arithmetic.
 """
 
 from __future__ import annotations
 
 import io
+import math
 import os
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 from PIL import Image, ImageOps
 
 from .anyres import AnyresLayout
+from .headers import TRANSPOSING_ORIENTATIONS, exif_orientation
 from .layout import Layout, Size
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 SIGLIP_MEAN = SIGLIP_STD = (0.5, 0.5, 0.5)  # lmms-lab OneVision checkpoints
 
-# EXIF orientations 5-8 swap width and height on display.
-_TRANSPOSING_ORIENTATIONS = {5, 6, 7, 8}
-_EXIF_ORIENTATION_TAG = 0x0112
 
 # Decode JPEGs at no less than this multiple of the largest size the layout needs (see module doc).
 DRAFT_MARGIN = 2.0
@@ -53,27 +56,8 @@ SIGLIP = Normalization(SIGLIP_MEAN, SIGLIP_STD)
 _TABLES: dict[Normalization, np.ndarray] = {}
 
 
-def normalize(image: Image.Image, norm: Normalization = CLIP) -> np.ndarray:
-    """RGB PIL image -> (3, H, W) float32, CLIP-normalized by table lookup."""
-    table = _TABLES.get(norm)
-    if table is None:
-        table = _TABLES[norm] = norm.lookup_table()
-    chw = np.asarray(image, dtype=np.uint8).transpose(2, 0, 1)
-    out = np.empty(chw.shape, dtype=np.float32)
-    for c in range(3):
-        np.take(table[c], chw[c], out=out[c])
-    return out
-
-
 # ---------------------------------------------------------------------------------------------------
 # Decoding
-
-
-def _exif_orientation(image: Image.Image) -> int:
-    try:
-        return int(image.getexif().get(_EXIF_ORIENTATION_TAG, 1))
-    except Exception:  # a corrupt EXIF block must not make the image unreadable
-        return 1
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -107,9 +91,9 @@ def load_image(source, min_size: Size | None = None) -> Image.Image:
     elif isinstance(source, str | os.PathLike):
         source = os.fspath(source)
     image = Image.open(source)
-    orientation = _exif_orientation(image)
+    orientation = exif_orientation(image)
     if min_size is not None and image.format == "JPEG":
-        need = min_size[::-1] if orientation in _TRANSPOSING_ORIENTATIONS else min_size
+        need = min_size[::-1] if orientation in TRANSPOSING_ORIENTATIONS else min_size
         image.draft("RGB", (max(int(need[0]), 1), max(int(need[1]), 1)))
     image.load()
     if orientation != 1:
@@ -118,7 +102,7 @@ def load_image(source, min_size: Size | None = None) -> Image.Image:
 
 
 # ---------------------------------------------------------------------------------------------------
-# Geometry -> pixels
+# Geometry -> pixels. Images travel as HWC uint8 numpy arrays; crops are views, resizes go through torch.
 
 
 @dataclass
@@ -133,16 +117,39 @@ class EncodedImage:
         return [*self.slices, self.overview]
 
 
-def _resize(image: Image.Image, size: Size) -> Image.Image:
-    if image.size == tuple(size):
-        return image
-    return image.resize(tuple(size), Image.Resampling.BICUBIC)
+def resize(pixels: np.ndarray, size: Size) -> np.ndarray:
+    """HWC uint8 -> HWC uint8 at (w, h): antialiased bicubic, PIL's kernel (a = -0.5), ~5x faster than PIL.
+
+    torch's uint8 antialias path was written to match PIL (mean difference ~0.005 grey levels) and is
+    vectorised; on one core it resizes 1920x1080 -> 1092x924 in 3.4 ms against PIL's 16.5 ms.
+    """
+    w, h = size
+    if pixels.shape[1] == w and pixels.shape[0] == h:
+        return pixels
+    with warnings.catch_warnings():
+        # Decoded PIL buffers are read-only; torch warns about that, but nothing here writes to them.
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        tensor = torch.from_numpy(np.ascontiguousarray(pixels)).permute(2, 0, 1).unsqueeze(0)
+    out = F.interpolate(tensor, size=(h, w), mode="bicubic", antialias=True, align_corners=False)
+    return out[0].permute(1, 2, 0).numpy()
 
 
-def _cut(canvas: Image.Image, grid: Size, tile: Size) -> list[Image.Image]:
+def normalize(pixels: np.ndarray | Image.Image, norm: Normalization = CLIP) -> np.ndarray:
+    """HWC uint8 (or an RGB PIL image) -> (3, H, W) float32, normalized by table lookup."""
+    table = _TABLES.get(norm)
+    if table is None:
+        table = _TABLES[norm] = norm.lookup_table()
+    chw = np.asarray(pixels, dtype=np.uint8).transpose(2, 0, 1)
+    out = np.empty(chw.shape, dtype=np.float32)
+    for c in range(3):
+        np.take(table[c], chw[c], out=out[c])
+    return out
+
+
+def _tiles(canvas: np.ndarray, grid: Size, tile: Size) -> list[np.ndarray]:
     cols, rows = grid
     tw, th = tile
-    return [canvas.crop((c * tw, r * th, (c + 1) * tw, (r + 1) * th)) for r in range(rows) for c in range(cols)]
+    return [canvas[r * th:(r + 1) * th, c * tw:(c + 1) * tw] for r in range(rows) for c in range(cols)]
 
 
 def _draft_size(layout: Layout | AnyresLayout) -> Size:
@@ -163,10 +170,10 @@ def _uhd_targets(layout: Layout) -> list[Size]:
     return targets
 
 
-def _check_oriented_size(image: Image.Image, layout) -> None:
+def _check_oriented_size(pixels: np.ndarray, layout) -> None:
     """The decoded image must be the size the layout was planned for (modulo draft scaling)."""
     w, h = layout.size
-    iw, ih = image.size
+    ih, iw = pixels.shape[:2]
     if abs(iw / ih - w / h) > 0.02 * (w / h) + 2 / min(ih, h):
         raise ValueError(
             f"image is {iw}x{ih} after EXIF orientation but its layout was planned for {w}x{h}; "
@@ -174,54 +181,54 @@ def _check_oriented_size(image: Image.Image, layout) -> None:
         )
 
 
-def encode_uhd(image: Image.Image, layout: Layout, norm: Normalization = CLIP) -> EncodedImage:
+def encode_uhd(pixels: np.ndarray, layout: Layout, norm: Normalization = CLIP) -> EncodedImage:
     """UHD-style layouts (uhd presets, fixed2x2): one resize to the slice canvas, then crops."""
     if layout.pre_resized:
-        image = _resize(image, layout.pre_resized)
-    overview = normalize(_resize(image, layout.overview), norm)
+        pixels = resize(pixels, layout.pre_resized)
+    overview = normalize(resize(pixels, layout.overview), norm)
     if not layout.slices:
         return EncodedImage(np.empty((0, 3, 1, 1), np.float32), overview)
     tile = layout.slices[0]
     if any(s != tile for s in layout.slices):
         raise ValueError("canvas slicing needs equal slice sizes; this layout mixes sizes")
     cols, rows = layout.grid
-    canvas = _resize(image, (tile[0] * cols, tile[1] * rows))
-    slices = np.stack([normalize(t, norm) for t in _cut(canvas, layout.grid, tile)])
+    canvas = resize(pixels, (tile[0] * cols, tile[1] * rows))
+    slices = np.stack([normalize(t, norm) for t in _tiles(canvas, layout.grid, tile)])
     return EncodedImage(slices, overview)
 
 
-def expand_to_square(image: Image.Image, fill: tuple[int, int, int]) -> Image.Image:
-    """LLaVA-1.5 `expand2square`: pad the short side symmetrically with the mean colour."""
-    w, h = image.size
-    if w == h:
-        return image
-    side = max(w, h)
-    square = Image.new("RGB", (side, side), fill)
-    square.paste(image, ((side - w) // 2, (side - h) // 2))
-    return square
+def _paste_centered(pixels: np.ndarray, size: Size, fill) -> np.ndarray:
+    """Place `pixels` in the middle of a (w, h) canvas of colour `fill`; odd remainders go right/bottom."""
+    w, h = size
+    canvas = np.empty((h, w, 3), dtype=np.uint8)
+    canvas[...] = np.asarray(fill, dtype=np.uint8)
+    ph, pw = pixels.shape[:2]
+    top, left = (h - ph) // 2, (w - pw) // 2
+    canvas[top:top + ph, left:left + pw] = pixels
+    return canvas
 
 
-def encode_pad336(image: Image.Image, layout: Layout, norm: Normalization = CLIP) -> EncodedImage:
-    fill = tuple(int(255 * m) for m in norm.mean)
-    square = expand_to_square(image, fill)
-    return EncodedImage(np.empty((0, 3, 1, 1), np.float32), normalize(_resize(square, layout.overview), norm))
+def encode_pad336(pixels: np.ndarray, layout: Layout, norm: Normalization = CLIP) -> EncodedImage:
+    """LLaVA-1.5 `expand2square`: pad the short side with the mean colour, then resize the square."""
+    side = max(pixels.shape[:2])
+    square = _paste_centered(pixels, (side, side), [int(255 * m) for m in norm.mean])
+    return EncodedImage(np.empty((0, 3, 1, 1), np.float32), normalize(resize(square, layout.overview), norm))
 
 
-def encode_anyres(image: Image.Image, layout: AnyresLayout, norm: Normalization = SIGLIP) -> EncodedImage:
+def encode_anyres(pixels: np.ndarray, layout: AnyresLayout, norm: Normalization = SIGLIP) -> EncodedImage:
     """OneVision: base image squashed to B x B; crops of the image fitted (ceil) and centred on black."""
     side = layout.base_resolution
-    base = normalize(_resize(image, (side, side)), norm)
+    base = normalize(resize(pixels, (side, side)), norm)
     target_w, target_h = layout.best_resolution
-    w, h = image.size
+    h, w = pixels.shape[:2]
     # get_patch_output_size: fill the side with the smaller scale, ceil the other, capped at the target.
     scale_w, scale_h = target_w / w, target_h / h
     if scale_w < scale_h:
-        new_w, new_h = target_w, min(int(np.ceil(h * scale_w)), target_h)
+        new_w, new_h = target_w, min(math.ceil(h * scale_w), target_h)
     else:
-        new_w, new_h = min(int(np.ceil(w * scale_h)), target_w), target_h
-    canvas = Image.new("RGB", (target_w, target_h), (0, 0, 0))
-    canvas.paste(_resize(image, (new_w, new_h)), ((target_w - new_w) // 2, (target_h - new_h) // 2))
-    crops = np.stack([normalize(t, norm) for t in _cut(canvas, layout.grid, (side, side))])
+        new_w, new_h = min(math.ceil(w * scale_h), target_w), target_h
+    canvas = _paste_centered(resize(pixels, (new_w, new_h)), (target_w, target_h), (0, 0, 0))
+    crops = np.stack([normalize(t, norm) for t in _tiles(canvas, layout.grid, (side, side))])
     return EncodedImage(crops, base)
 
 
@@ -235,9 +242,10 @@ def encode_image(source, layout: Layout | AnyresLayout, norm: Normalization | No
         image = to_rgb(source)
     else:
         image = load_image(source, min_size=_draft_size(layout) if draft else None)
-    _check_oriented_size(image, layout)
+    pixels = np.asarray(image)
+    _check_oriented_size(pixels, layout)
     if isinstance(layout, AnyresLayout):
-        return encode_anyres(image, layout, norm or SIGLIP)
+        return encode_anyres(pixels, layout, norm or SIGLIP)
     if layout.strategy == "pad336":
-        return encode_pad336(image, layout, norm or CLIP)
-    return encode_uhd(image, layout, norm or CLIP)
+        return encode_pad336(pixels, layout, norm or CLIP)
+    return encode_uhd(pixels, layout, norm or CLIP)

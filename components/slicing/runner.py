@@ -7,6 +7,7 @@ the same whatever the parallelism.
 
 from __future__ import annotations
 
+import math
 import os
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -83,8 +84,11 @@ def write_layouts(
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     work = partial(layout_batch, image_root=str(image_root), strategy=strategy, preset=preset)
-    batches, total = read_image_table(table_path, batch_rows)
     workers = workers or os.cpu_count() or 1
+    total = pq.ParquetFile(table_path).metadata.num_rows
+    # Small tables still get a few batches per worker (but never tiny ones): all cores stay busy.
+    batch_rows = max(min(batch_rows, math.ceil(total / (4 * workers))), min(batch_rows, 256))
+    batches, _ = read_image_table(table_path, batch_rows)
     if ray_address:
         results = _ray_batches(str(table_path), work, ray_address, batch_rows)
     else:

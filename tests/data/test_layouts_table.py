@@ -29,7 +29,9 @@ def corpus(tmp_path_factory):
     full = root / "noisy.jpg"
     noisy.save(full)
     (root / "truncated.jpg").write_bytes(full.read_bytes()[:2000])  # header intact, body cut
-    paths = [*GOOD, "rotated.jpg", "empty.jpg", "text.jpg", "truncated.jpg", "missing.jpg"]
+    noisy.save(root / "noisy.png")
+    (root / "truncated.png").write_bytes((root / "noisy.png").read_bytes()[:2000])
+    paths = [*GOOD, "rotated.jpg", "empty.jpg", "text.jpg", "truncated.jpg", "truncated.png", "missing.jpg"]
     table = root / "images.parquet"
     pq.write_table(pa.table({"path": paths}), table)
     return root, table, paths
@@ -67,10 +69,12 @@ def test_every_row_is_kept_and_counts_reconcile(corpus, tmp_path):
 
 
 def test_header_only_never_decodes_a_truncated_body(corpus, tmp_path):
-    """A JPEG cut after its header still has a readable size: the stage never decodes pixels."""
+    """A JPEG or PNG cut after its header still has a readable size: the stage never decodes pixels
+    (PIL's PNG EXIF lookup would decode the whole image; headers.exif_orientation avoids it)."""
     _, table = run(corpus, tmp_path, workers=1)
-    row = next(r for r in table.to_pylist() if r["path"] == "truncated.jpg")
-    assert row["error"] is None and (row["width"], row["height"]) == GOOD["wide.jpg"]
+    for name in ("truncated.jpg", "truncated.png"):
+        row = next(r for r in table.to_pylist() if r["path"] == name)
+        assert row["error"] is None and (row["width"], row["height"]) == (1200, 300), row
 
 
 def test_output_is_identical_whatever_the_parallelism(corpus, tmp_path):
@@ -99,3 +103,27 @@ def test_table_without_path_column_is_a_clear_error(tmp_path):
     pq.write_table(pa.table({"file": ["a.jpg"]}), tmp_path / "t.parquet")
     with pytest.raises(ValueError, match="'path' column"):
         write_layouts(tmp_path / "t.parquet", tmp_path, tmp_path / "o.parquet", "uhd", "uhd-eccv", progress=False)
+
+
+@pytest.mark.parametrize("name", ["wide.jpg", "tall.png", "rotated.jpg", "noisy.png"])
+def test_read_header_never_loads_pixels(corpus, monkeypatch, name):
+    """Any pixel decode inside read_header is a failure here (PNG's getexif() would decode everything)."""
+    from PIL import ImageFile
+
+    from components.slicing.headers import read_header
+
+    class Decoded(BaseException):  # not an Exception: no handler inside read_header may swallow it
+        pass
+
+    def refuse(self):
+        raise Decoded("read_header decoded pixels")
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", refuse)
+    for module in ("PngImagePlugin", "JpegImagePlugin"):
+        plugin = __import__(f"PIL.{module}", fromlist=["x"])
+        cls = getattr(plugin, module.replace("ImagePlugin", "ImageFile"))
+        if "load" in cls.__dict__:
+            monkeypatch.setattr(cls, "load", refuse)
+    root, _, _ = corpus
+    header = read_header(root / name)
+    assert header.width > 0 and header.height > 0

@@ -55,8 +55,12 @@ def test_encoded_shapes_follow_the_layout(strategy, preset, size):
     assert all(a.dtype == np.float32 for a in enc.images)
 
 
+GREY_LEVEL = 1 / 255 / 0.2613  # one 8-bit step in CLIP-normalized units (largest channel step)
+
+
 def test_uhd_pixels_equal_the_reference_flow_without_draft():
-    """Reference: whole image bicubic-resized to the grid, cut, CLIPImageProcessor per slice."""
+    """Reference: whole image PIL-bicubic-resized to the grid, cut, CLIPImageProcessor per slice. Our torch
+    uint8 antialiased bicubic is PIL's kernel; only the last-bit rounding differs."""
     data = jpeg_bytes(photo(1600, 900))
     layout = plan_layout(1600, 900, "uhd", "uhd-eccv")
     image = Image.open(io.BytesIO(data)).convert("RGB")
@@ -67,12 +71,25 @@ def test_uhd_pixels_equal_the_reference_flow_without_draft():
            for r in range(rows) for c in range(cols)]
     ref.append(proc(image.resize(layout.overview, Image.BICUBIC), return_tensors="np")["pixel_values"][0])
     exact = encode_image(io.BytesIO(data), layout, draft=False)
-    assert max(np.abs(a - b).max() for a, b in zip(ref, exact.images, strict=True)) < 1e-5
+    diffs = [np.abs(a - b) for a, b in zip(ref, exact.images, strict=True)]
+    assert np.mean([d.mean() for d in diffs]) < 0.05 * GREY_LEVEL
+    assert max(d.max() for d in diffs) <= 3 * GREY_LEVEL
     drafted = encode_image(io.BytesIO(jpeg_bytes(photo(4000, 3000))), plan_layout(4000, 3000, "uhd", "uhd-eccv"))
     full = encode_image(io.BytesIO(jpeg_bytes(photo(4000, 3000))), plan_layout(4000, 3000, "uhd", "uhd-eccv"),
                         draft=False)
     mad = np.mean([np.abs(a - b).mean() for a, b in zip(drafted.images, full.images, strict=True)])
     assert mad < 0.01, mad
+
+
+@pytest.mark.parametrize("size", [(30, 20), (7, 300), (2000, 1500)])
+def test_resize_matches_pil_bicubic_up_and_down(size):
+    from components.slicing.pixels import resize
+
+    image = photo(640, 480)
+    ours = resize(np.asarray(image), size).astype(np.float64)
+    ref = np.asarray(image.resize(size, Image.BICUBIC)).astype(np.float64)
+    assert ours.shape == ref.shape
+    assert np.abs(ours - ref).mean() < 0.05 and np.abs(ours - ref).max() <= 3
 
 
 def test_exif_orientation_is_honoured_for_size_and_pixels():
