@@ -22,16 +22,57 @@ class ConfigError(ValueError):
 
 
 @dataclass(frozen=True)
-class DataConfig:
-    source: str = "synthetic"  # synthetic (embedded, offline); the hub sources come with the data stage
-    seed: int = 0
-    num_images: int = 48  # size of the embedded image set
+class SyntheticDataConfig:
+    """Size of the embedded dataset (components/data/synthetic.py)."""
+
+    train_scenes: int = 64  # fine-detail scenes for each of pretraining and fine-tuning
+    eval_scenes: int = 12  # held-out scenes per benchmark
+    easy_vqa_images: int = 32
 
     def __post_init__(self):
-        if self.source != "synthetic":
-            raise ConfigError(f"data.source: only 'synthetic' is available so far, got {self.source!r}")
-        if self.num_images < 1:
-            raise ConfigError("data.num_images must be >= 1")
+        if self.train_scenes < 1 or self.eval_scenes < 1 or self.easy_vqa_images < 0:
+            raise ConfigError("data.synthetic: train_scenes and eval_scenes must be >= 1, easy_vqa_images >= 0")
+
+
+@dataclass(frozen=True)
+class HubDataConfig:
+    """The real datasets (components/data/catalog.py)."""
+
+    limit: int = 0  # first N files (and N per-image URLs) per dataset; 0 = everything
+    workers: int = 4  # parallel downloads
+
+    def __post_init__(self):
+        if self.limit < 0 or self.workers < 1:
+            raise ConfigError("data.hub: limit must be >= 0 and workers >= 1")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    source: str = "synthetic"  # synthetic (embedded, offline) | hub (LCS-558K, the 665K mix, benchmarks)
+    seed: int = 0
+    synthetic: SyntheticDataConfig = field(default_factory=SyntheticDataConfig)
+    hub: HubDataConfig = field(default_factory=HubDataConfig)
+
+    def __post_init__(self):
+        if self.source not in ("synthetic", "hub"):
+            raise ConfigError(f"data.source must be synthetic or hub, got {self.source!r}")
+
+
+@dataclass(frozen=True)
+class ValidateConfig:
+    """Great Expectations checks of the training sets (components/data/validation.py)."""
+
+    full_decode_fraction: float = 0.05  # share of images fully decoded to catch truncated files (seeded)
+    max_pixels: int = 89_478_485  # decompression-bomb limit (PIL's default MAX_IMAGE_PIXELS)
+    seed: int = 0
+    workers: int = 0  # processes for the image checks; 0 = one per core
+    max_quarantine_fraction: float = 0.2  # the stage fails above this share: something is badly wrong
+
+    def __post_init__(self):
+        if not 0 <= self.full_decode_fraction <= 1 or not 0 <= self.max_quarantine_fraction <= 1:
+            raise ConfigError("validate.full_decode_fraction and validate.max_quarantine_fraction must be in [0, 1]")
+        if self.max_pixels < 1 or self.workers < 0:
+            raise ConfigError("validate.max_pixels must be >= 1 and validate.workers >= 0")
 
 
 @dataclass(frozen=True)
@@ -77,6 +118,7 @@ class ClusterConfig:
 @dataclass(frozen=True)
 class Params:
     data: DataConfig = field(default_factory=DataConfig)
+    validate: ValidateConfig = field(default_factory=ValidateConfig)
     slicing: SlicingConfig = field(default_factory=SlicingConfig)
     layouts: LayoutsConfig = field(default_factory=LayoutsConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)

@@ -43,13 +43,20 @@ def _layout(args: argparse.Namespace) -> int:
     return 0
 
 
-def _stage(module: str):
-    def run(args: argparse.Namespace) -> int:
-        import importlib
+# Sub-commands that hand their whole argument list to a stage/tool module's own parser.
+FORWARDED = {
+    "data": ("validate", "`uhd data validate --annotations FILE --image-root DIR --out DIR`: check a LLaVA "
+             "annotation file and its images (valid.parquet, quarantine.parquet with a `reason` column)"),
+    "download": ("download", "run the download stage"),
+    "layouts": ("layouts", "run the layouts stage"),
+    "flops": ("flops_cli", "inference TFLOPs, parameters and training memory per model and image size"),
+}
 
-        return importlib.import_module(f"pipelines.{module}").main(args.stage_args)
 
-    return run
+def _forward(name: str, argv: list[str]) -> int:
+    import importlib
+
+    return importlib.import_module(f"pipelines.{FORWARDED[name][0]}").main(argv)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,14 +74,20 @@ def build_parser() -> argparse.ArgumentParser:
     lay.add_argument("--json", action="store_true", help="also print the layouts-table row as JSON")
     lay.set_defaults(func=_layout)
 
-    for name, helptext in (("download", "run the download stage"), ("layouts", "run the layouts stage")):
-        stage = sub.add_parser(name, help=helptext, add_help=False)
-        stage.add_argument("stage_args", nargs=argparse.REMAINDER)
-        stage.set_defaults(func=_stage(name))
+    for name, (_, helptext) in FORWARDED.items():
+        sub.add_parser(name, help=helptext, add_help=False)  # listed in --help; parsed by the module itself
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["data"]:
+        if argv[1:2] != ["validate"]:
+            print("uhd data: the sub-command is `validate` (uhd data validate --help)", file=sys.stderr)
+            return 2
+        return _forward("data", argv[2:])
+    if argv and argv[0] in FORWARDED:
+        return _forward(argv[0], argv[1:])
     args = build_parser().parse_args(argv)
     return args.func(args)
 

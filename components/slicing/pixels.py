@@ -208,17 +208,27 @@ def _paste_centered(pixels: np.ndarray, size: Size, fill) -> np.ndarray:
     return canvas
 
 
+def padded_square(pixels: np.ndarray, side: int, norm: Normalization) -> np.ndarray:
+    """LLaVA `expand2square`: pad the short side with the mean colour, resize to side x side, normalize.
+    LLaVA-1.5's pad336, and OneVision's encoding of each image of a multi-image sample."""
+    square_side = max(pixels.shape[:2])
+    square = _paste_centered(pixels, (square_side, square_side), [int(255 * m) for m in norm.mean])
+    return normalize(resize(square, (side, side)), norm)
+
+
+def squashed(pixels: np.ndarray, side: int, norm: Normalization = SIGLIP) -> np.ndarray:
+    """Resize to side x side ignoring the aspect ratio: OneVision's video frames (and AnyRes base image)."""
+    return normalize(resize(pixels, (side, side)), norm)
+
+
 def encode_pad336(pixels: np.ndarray, layout: Layout, norm: Normalization = CLIP) -> EncodedImage:
-    """LLaVA-1.5 `expand2square`: pad the short side with the mean colour, then resize the square."""
-    side = max(pixels.shape[:2])
-    square = _paste_centered(pixels, (side, side), [int(255 * m) for m in norm.mean])
-    return EncodedImage(np.empty((0, 3, 1, 1), np.float32), normalize(resize(square, layout.overview), norm))
+    return EncodedImage(np.empty((0, 3, 1, 1), np.float32), padded_square(pixels, layout.overview[0], norm))
 
 
 def encode_anyres(pixels: np.ndarray, layout: AnyresLayout, norm: Normalization = SIGLIP) -> EncodedImage:
     """OneVision: base image squashed to B x B; crops of the image fitted (ceil) and centred on black."""
     side = layout.base_resolution
-    base = normalize(resize(pixels, (side, side)), norm)
+    base = squashed(pixels, side, norm)
     target_w, target_h = layout.best_resolution
     h, w = pixels.shape[:2]
     # get_patch_output_size: fill the side with the smaller scale, ceil the other, capped at the target.

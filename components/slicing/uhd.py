@@ -122,7 +122,7 @@ def eval_pre_resize(width: int, height: int, long_side: int) -> Size:
     return max(int((long_side / height) * width), 1), long_side
 
 
-def _pool_shape(size: Size, patch_size: int) -> tuple[int, int]:
+def pool_shape(size: Size, patch_size: int) -> tuple[int, int]:
     """Spatial resampler RoIAlign output (h, w) chosen from the feature map's aspect (`cal_best_pooling_size`)."""
     feature_ratio = (size[0] // patch_size) / (size[1] // patch_size)
     log_ratio = math.log(feature_ratio)
@@ -211,8 +211,8 @@ def _plan_eccv(width: int, height: int, preset: UhdPreset) -> Layout:
 
 def _pools(preset: UhdPreset, overview: Size, slice_size: Size | None) -> dict:
     return {
-        "overview": _pool_shape(overview, preset.patch_size),
-        "slice": _pool_shape(slice_size, preset.patch_size) if slice_size else None,
+        "overview": pool_shape(overview, preset.patch_size),
+        "slice": pool_shape(slice_size, preset.patch_size) if slice_size else None,
     }
 
 

@@ -39,3 +39,24 @@ def test_uhd_layout_missing_file_is_a_clear_error(tmp_path, capsys):
 def test_console_script_is_installed():
     result = subprocess.run([sys.executable, "-m", "pipelines.cli", "--help"], capture_output=True, text=True)
     assert result.returncode == 0 and "layout" in result.stdout
+
+
+def test_uhd_data_validate_contract(tmp_path):
+    """`uhd data validate --annotations FILE --image-root DIR --out DIR` writes valid + quarantine tables."""
+    import pyarrow.parquet as pq
+
+    Image.new("RGB", (640, 480)).save(tmp_path / "a.jpg")
+    samples = [
+        {"id": "1", "image": "a.jpg", "conversations": [{"from": "human", "value": "<image>\nHi"},
+                                                         {"from": "gpt", "value": "Hello"}]},
+        {"id": "2", "image": "missing.jpg", "conversations": [{"from": "human", "value": "<image>\nHi"},
+                                                               {"from": "gpt", "value": "Hello"}]},
+    ]
+    (tmp_path / "ann.json").write_text(json.dumps(samples))
+    out = tmp_path / "out"
+    code = main(["data", "validate", "--annotations", str(tmp_path / "ann.json"), "--image-root", str(tmp_path),
+                 "--out", str(out), "--workers", "1", "--quiet", "--max-quarantine-fraction", "0.2"])
+    assert code == 1  # half the rows quarantined: above the default limit, files still written
+    assert pq.read_table(out / "valid.parquet").column("id").to_pylist() == ["1"]
+    quarantine = pq.read_table(out / "quarantine.parquet").to_pylist()
+    assert [(r["id"], r["reason"]) for r in quarantine] == [("2", "image_missing")]

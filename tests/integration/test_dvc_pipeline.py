@@ -1,6 +1,7 @@
 """`dvc repro` on a scratch copy of the repository: the DAG runs, is idempotent, and params are scoped."""
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -29,7 +30,7 @@ def project(repo_root, tmp_path):
     for cache in tmp_path.rglob("__pycache__"):
         shutil.rmtree(cache)
     params = yaml.safe_load((tmp_path / "params.yaml").read_text())
-    params["data"]["num_images"] = 6
+    params["data"]["synthetic"] = {"train_scenes": 4, "eval_scenes": 2, "easy_vqa_images": 2}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}", DVC_NO_ANALYTICS="1",
                PYTHONPATH=str(tmp_path), GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t",
@@ -41,10 +42,14 @@ def project(repo_root, tmp_path):
 def test_repro_is_complete_idempotent_and_param_scoped(project):
     root, env = project
     first = sh("dvc repro", root, env)
-    assert "Running stage 'download'" in first and "Running stage 'layouts'" in first
+    for stage in ("download", "validate", "layouts"):
+        assert f"Running stage '{stage}'" in first
+    images = pq.read_table(root / "data/validated/images.parquet")
     table = pq.read_table(root / "data/layouts/layouts.parquet")
-    assert table.num_rows == 6 and table.column("error").null_count == 6
+    # pretrain: 4 scenes + 2 easy-VQA + 8 photos; finetune: 4 scenes + 2 easy-VQA + 8 photos
+    assert images.num_rows == table.num_rows == 28 and table.column("error").null_count == 28
     assert (root / "reports/layouts/metrics.json").exists() and (root / "reports/layouts/distributions.png").exists()
+    assert (root / "reports/validate/metrics.json").exists()
 
     assert "up to date" in sh("dvc repro", root, env)
 
@@ -53,7 +58,8 @@ def test_repro_is_complete_idempotent_and_param_scoped(project):
     params["compressor"] = "mlp"  # not a layouts param: must not matter to these stages
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     second = sh("dvc repro", root, env)
-    assert "Running stage 'layouts'" in second and "Running stage 'download'" not in second
+    assert "Running stage 'layouts'" in second
+    assert "Running stage 'download'" not in second and "Running stage 'validate'" not in second
     assert set(pq.read_table(root / "data/layouts/layouts.parquet").column("preset").to_pylist()) == {"uhd-eccv"}
     metrics = sh("dvc metrics show --json", root, env)
-    assert '"images": 6' in metrics.replace(" ", "").replace('"images":6', '"images": 6')
+    assert re.search(r'"images":\s*28\b', metrics), metrics

@@ -1,0 +1,135 @@
+"""The embedded dataset: deterministic, in LLaVA's real formats, with the fine detail it promises."""
+
+import base64
+import csv
+import hashlib
+import io
+import json
+from collections import Counter
+
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from components.data.synthetic import SyntheticSpec, build_synthetic
+from components.slicing.headers import read_header
+
+SPEC = SyntheticSpec(seed=3, train_scenes=12, eval_scenes=4, easy_vqa_images=4)
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    out = tmp_path_factory.mktemp("synthetic") / "synthetic"
+    build_synthetic(out, SPEC)
+    return out
+
+
+def jsonl(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_same_seed_same_bytes(root, tmp_path):
+    build_synthetic(tmp_path / "again", SPEC)
+    assert (tmp_path / "again" / "manifest.parquet").read_bytes() == (root / "manifest.parquet").read_bytes()
+    with pytest.raises(FileExistsError):
+        build_synthetic(tmp_path / "again", SPEC)
+
+
+def test_manifest_lists_every_file_with_its_hash(root):
+    rows = pq.read_table(root / "manifest.parquet").to_pylist()
+    on_disk = {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()} - {"manifest.parquet"}
+    assert {r["path"] for r in rows} == on_disk
+    for r in rows[:: max(1, len(rows) // 25)]:
+        assert hashlib.sha256((root / r["path"]).read_bytes()).hexdigest() == r["sha256"]
+    assert all(r["licence"] for r in rows)
+    assert {"easy-vqa 1.0 (train)", "synthetic"} <= {r["source"] for r in rows}
+
+
+def _image_token_counts(sample):
+    return [t["value"].count("<image>") for t in sample["conversations"]]
+
+
+def test_pretrain_file_is_558k_style(root):
+    samples = json.loads((root / "llava_pretrain/blip_laion_cc_sbu_558k.json").read_text())
+    assert len(samples) == SPEC.train_scenes + SPEC.easy_vqa_images + 8
+    assert len({s["id"] for s in samples}) == len(samples)
+    for s in samples:
+        assert [t["from"] for t in s["conversations"]] == ["human", "gpt"]
+        assert _image_token_counts(s) == [1, 0]
+        assert (root / "llava_pretrain/images" / s["image"]).is_file()
+    positions = Counter(s["conversations"][0]["value"].startswith("<image>") for s in samples)
+    assert positions[True] and positions[False]  # both placements of <image> occur, as in LCS-558K
+
+
+def test_finetune_file_is_665k_style(root):
+    samples = json.loads((root / "llava_v1_5_mix665k.json").read_text())
+    text_only = [s for s in samples if "image" not in s]
+    assert text_only and all(sum(_image_token_counts(s)) == 0 for s in text_only)
+    for s in samples:
+        roles = [t["from"] for t in s["conversations"]]
+        assert roles == ["human", "gpt"] * (len(roles) // 2)
+        if "image" in s:
+            assert _image_token_counts(s)[0] == 1 and sum(_image_token_counts(s)) == 1
+            assert (root / s["image"]).is_file()
+    folders = {s["image"].split("/")[0] for s in samples if "image" in s}
+    assert folders == {"coco", "gqa", "textvqa", "ocr_vqa", "vg"}
+    assert max(len(s["conversations"]) for s in samples) >= 4  # multi-turn
+
+
+def test_images_are_high_resolution_any_aspect_and_exercise_decoders(root):
+    sizes, formats = [], Counter()
+    for path in (root / "llava_pretrain/images").rglob("*"):
+        if path.is_file():
+            header = read_header(path)
+            sizes.append((header.width, header.height))
+            formats[(header.format, header.mode, header.orientation)] += 1
+    aspects = [w / h for w, h in sizes]
+    assert max(aspects) >= 4 and min(aspects) <= 1 / 4
+    assert max(max(s) for s in sizes) >= 1500 and min(max(s) for s in sizes) <= 320
+    assert ("JPEG", "RGB", 6) in formats and ("PNG", "P", 1) in formats
+
+
+def test_benchmark_files_parse_and_agree(root):
+    ev = root / "eval"
+    textvqa = jsonl(ev / "textvqa/llava_textvqa_val_v051_ocr.jsonl")
+    annotations = json.loads((ev / "textvqa/TextVQA_0.5.1_val.json").read_text())["data"]
+    assert len(textvqa) == len(annotations) == SPEC.eval_scenes
+    assert all(len(a["answers"]) == 10 for a in annotations)
+    assert all(q["text"].count("\n") == 2 and "Reference OCR token:" in q["text"] for q in textvqa)
+
+    pope = jsonl(ev / "pope/llava_pope_test.jsonl")
+    for category in ("adversarial", "popular", "random"):
+        labels = jsonl(ev / f"pope/coco/coco_pope_{category}.json")
+        asked = [q for q in pope if q["category"] == category]
+        assert [q["question_id"] for q in asked] == [lab["question_id"] for lab in labels]
+        assert {lab["label"] for lab in labels} <= {"yes", "no"}
+
+    gqa = jsonl(ev / "gqa/llava_gqa_testdev_balanced.jsonl")
+    gqa_answers = json.loads((ev / "gqa/testdev_balanced_questions.json").read_text())
+    assert all(isinstance(q["question_id"], str) and q["question_id"] in gqa_answers for q in gqa)
+
+    mme = jsonl(ev / "mme/llava_mme.jsonl")
+    assert all(mme[i]["image"] == mme[i + 1]["image"] for i in range(0, len(mme), 2))  # pairs are consecutive
+    gt = (ev / "mme/MME_Benchmark_release_version/OCR/questions_answers_YN/000000.txt").read_text().splitlines()
+    assert [line.split("\t")[1] for line in gt] == ["Yes", "No"]
+
+    sqa = json.loads((ev / "scienceqa/llava_test_CQM-A.json").read_text())
+    problems = json.loads((ev / "scienceqa/problems.json").read_text())
+    for item in sqa:
+        assert "ABCDE"[problems[item["id"]]["answer"]] == item["conversations"][1]["value"]
+    assert sum("image" in item for item in sqa) == SPEC.eval_scenes
+
+
+@pytest.mark.parametrize("name", ["mmbench_dev_20230712.tsv", "mmbench_dev_cn_20231003.tsv"])
+def test_mmbench_circular_passes(root, name):
+    with (root / "eval/mmbench" / name).open(newline="") as fh:
+        rows = list(csv.DictReader(fh, delimiter="\t"))
+    assert len(rows) == 4 * SPEC.eval_scenes
+    by_question = {}
+    for row in rows:
+        by_question.setdefault(int(row["index"]) % 1_000_000, []).append(row)
+    for passes in by_question.values():
+        truths = {p[p["answer"]] for p in passes}
+        assert len(passes) == 4 and len(truths) == 1  # every pass points at the same option text
+    image = Image.open(io.BytesIO(base64.b64decode(rows[0]["image"])))
+    assert image.format == "JPEG" and max(image.size) <= 768
