@@ -20,6 +20,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from components.config import load_params
+from components.data.archives import ArchiveError
+from components.data.download import DownloadError
 from components.data.synthetic import SyntheticSpec, build_synthetic
 
 
@@ -51,7 +53,11 @@ def main(argv: list[str] | None = None) -> int:
     raw = Path(args.raw)
     raw.mkdir(parents=True, exist_ok=True)
 
-    manifest = _synthetic(params, raw) if params.data.source == "synthetic" else _hub(params, raw)
+    try:
+        manifest = _synthetic(params, raw) if params.data.source == "synthetic" else _hub(params, raw)
+    except (DownloadError, ArchiveError, OSError) as err:  # unreachable hosts, disk space, unsafe archives
+        print(f"download: {err}", file=sys.stderr)
+        return 2
     tmp = Path(args.manifest + ".tmp")
     pq.write_table(manifest, tmp)
     tmp.replace(args.manifest)
