@@ -44,7 +44,11 @@ lint: install
 
 bench: install
 	$(PY) -m benchmarks.layout_throughput
+	$(PY) -m benchmarks.layout_memory
 	$(PY) -m benchmarks.preprocess
+	$(PY) -m benchmarks.validation_throughput
+	$(PY) -m benchmarks.download_throughput
+	$(PY) -m benchmarks.vision_batching
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis
