@@ -60,7 +60,7 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ValidateConfig:
-    """Great Expectations checks of the training sets (components/data/validation.py)."""
+    """Great Expectations checks of the training sets (components/data/validation/)."""
 
     full_decode_fraction: float = 0.05  # share of images fully decoded to catch truncated files (seeded)
     max_pixels: int = 89_478_485  # decompression-bomb limit (PIL's default MAX_IMAGE_PIXELS)

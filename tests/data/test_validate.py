@@ -142,7 +142,7 @@ def test_full_decode_catches_the_truncated_file(corpus, tmp_path):
 
 
 def test_unsupported_mode_is_quarantined(corpus, tmp_path, monkeypatch):
-    monkeypatch.setattr(validation, "supported_modes", lambda: frozenset(supported_modes() - {"CMYK"}))
+    monkeypatch.setattr(validation.rules, "supported_modes", lambda: frozenset(supported_modes() - {"CMYK"}))
     _, tables = run(corpus, tmp_path)
     cmyk = next(r for r in tables["quarantine.parquet"].to_pylist() if r["id"] == "cmyk")
     assert cmyk["reasons"] == ["image_bad_mode"] and "mode CMYK" in cmyk["detail"]
@@ -187,7 +187,7 @@ def test_disagreeing_with_great_expectations_fails_loudly_and_publishes_nothing(
             rows.append(0)  # GX claims a valid row breaks the roles rule
         return payload
 
-    monkeypatch.setattr(validation, "evaluate_with_gx", tampered)
+    monkeypatch.setattr(validation.suites, "evaluate_with_gx", tampered)
     with pytest.raises(ValidationEngineError, match="bad_roles"):
         run(corpus, tmp_path)
     assert not any(tmp_path.iterdir())  # no table, no temporary file left behind
