@@ -7,7 +7,7 @@ annotation files' relative image paths resolve unchanged (e.g. 665K's `coco/trai
 
 Integrity: `sha256`/`size` are given only where they are published; we never invent them. For the
 rest, the first verified download is recorded in `<raw_root>/<dataset>/sources.lock.json` and later
-runs enforce it (components/data/download.py), so an upstream change is caught, not silently used.
+runs enforce it (components/data/download/), so an upstream change is caught, not silently used.
 
 Sources that cannot be fetched by a program (browser-only Google Drive bundles, data released on
 request) have `url=None` and a `note` saying how to get them; the downloader reports them as `missing`
