@@ -38,6 +38,18 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+_RUN_IDENTITY_KEYS = frozenset({"id", "validation_id", "run_id", "run_time", "validation_time", "ge_load_time"})
+
+
+def _without_run_identity(value):
+    """GX's result JSON minus the per-run ids and clock times."""
+    if isinstance(value, dict):
+        return {k: _without_run_identity(v) for k, v in value.items() if k not in _RUN_IDENTITY_KEYS}
+    if isinstance(value, list):
+        return [_without_run_identity(v) for v in value]
+    return value
+
+
 def _json_default(value):
     if isinstance(value, np.generic):
         return value.item()
@@ -54,9 +66,11 @@ def _write_reports(report: ValidationReport, gx: dict, report_dir: Path, annotat
         "reasons": REASONS,
         "summary": {name: {k: suite[k] for k in ("success", "statistics", "expectations")}
                     for name, suite in gx.items()},
-        "great_expectations": {name: suite["json"] for name, suite in gx.items()},
-        "timings": {k: round(v, 3) for k, v in report.timings.items()},
+        "great_expectations": {name: _without_run_identity(suite["json"]) for name, suite in gx.items()},
     }
+    # Timings, GX's run ids and clock times change on every run; leaving them out keeps the report a pure
+    # function of the data, so `dvc repro` on another machine reproduces it byte for byte (timings are
+    # in the stage's log and the ValidationReport).
     _write_atomic(report_dir / "gx_report.json", json.dumps(gx_json, indent=1, default=_json_default) + "\n")
     _write_atomic(report_dir / "gx_report.html", _html(report, gx))
 
