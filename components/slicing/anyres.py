@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass
 from functools import lru_cache
 
-from .layout import Size
+from .layout import COMPRESSORS, Size
 
 
 @dataclass(frozen=True)
@@ -96,6 +96,8 @@ class AnyresLayout:
             "vit_patches": self.vit_patches,
             "num_separators": self.final_hw[0],  # the image_newline tokens
             "num_tokens": self.num_tokens,
+            **{f"tokens_{c}": self.num_tokens for c in COMPRESSORS},  # AnyRes always projects every patch
+            "schema_separators": 0,
         }
 
 

@@ -15,6 +15,15 @@ SLICE_SEPARATOR = ","  # between slices of one row (spatial schema, after Fuyu)
 ROW_SEPARATOR = "\n"  # after the last slice of each row
 
 COMPRESSOR_QUERIES = {"resampler": 64, "spatial_resampler": 144}  # "mlp" keeps every patch token
+COMPRESSORS = ("resampler", "spatial_resampler", "mlp")
+
+
+def visual_token_count(record: dict, compressor: str, spatial_schema: bool) -> int:
+    """Visual tokens for a layouts-table row under a model's compressor and spatial-schema switch.
+
+    Equals `layout.with_compressor(compressor, spatial_schema).num_tokens` of the layout the row was made
+    from (AnyRes rows have one projector and no schema: every column holds the same count)."""
+    return int(record[f"tokens_{compressor}"]) + (int(record["schema_separators"]) if spatial_schema else 0)
 
 
 def spatial_schema_separators(grid: Size) -> tuple[str, ...]:
@@ -137,4 +146,9 @@ class Layout:
             "vit_patches": self.vit_patches,
             "num_separators": len(self.separators),
             "num_tokens": self.num_tokens,
+            # The same geometry under every compressor, without separators, plus the separators the spatial
+            # schema adds: a model with any (compressor, spatial_schema) reads its count from this row
+            # (`visual_token_count`) and `-S compressor=...` never needs a new layouts table.
+            **{f"tokens_{c}": self.with_compressor(c, spatial_schema=False).num_tokens for c in COMPRESSORS},
+            "schema_separators": len(spatial_schema_separators(self.grid)) if self.sliced else 0,
         }

@@ -38,6 +38,10 @@ LAYOUT_SCHEMA = pa.schema(
         ("vit_patches", pa.int32()),
         ("num_separators", pa.int32()),
         ("num_tokens", pa.int32()),
+        ("tokens_resampler", pa.int32()),
+        ("tokens_spatial_resampler", pa.int32()),
+        ("tokens_mlp", pa.int32()),
+        ("schema_separators", pa.int32()),
         ("error", pa.string()),
     ]
 )

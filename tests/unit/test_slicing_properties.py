@@ -91,3 +91,17 @@ def test_baselines(size, strategy):
         assert lay.overview == (336, 336) and lay.num_tokens == 576
     else:
         assert lay.grid == (2, 2) and lay.images == ((336, 336),) * 5
+
+
+@settings(max_examples=200, deadline=None)
+@given(size=image_sizes(), strategy=st.sampled_from(["uhd", "fixed2x2", "pad336", "anyres"]),
+       preset=st.sampled_from(sorted(PRESETS)), compressor=st.sampled_from(["resampler", "spatial_resampler", "mlp"]),
+       schema=st.booleans())
+def test_layouts_row_gives_every_model_variant_its_count(size, strategy, preset, compressor, schema):
+    """One layouts table serves every (compressor, spatial_schema): `-S compressor=mlp` re-uses it."""
+    from components.slicing.layout import visual_token_count
+
+    preset = {"uhd": preset, "anyres": "onevision"}.get(strategy, strategy)
+    lay = plan_layout(*size, strategy=strategy, preset=preset)
+    expected = lay.num_tokens if strategy == "anyres" else lay.with_compressor(compressor, schema).num_tokens
+    assert visual_token_count(lay.to_record(), compressor, schema) == expected
