@@ -26,15 +26,16 @@ SHORT = "Answer the question using a single word or phrase."
 MME_SUFFIX = " Please answer yes or no."
 
 
-def _scenes(writer, rng, spec, folder: str, stem, max_side: int | None = None):
-    """Render spec.eval_scenes scenes into eval/<folder>/; yield (relative image path, scene, image)."""
+def _scenes(writer, rng, spec, folder: str, stem, max_side: int | None = None, variant: int = 0):
+    """Render spec.eval_scenes scenes into eval/<folder>/; yield (relative image path, scene, image).
+    variant 0 writes JPEG (as most benchmarks ship), 5 writes PNG (ScienceQA's image.png)."""
     for i in range(spec.eval_scenes):
         width, height = scene_size(rng, i + 3)
         if max_side and max(width, height) > max_side:
             scale = max_side / max(width, height)
             width, height = max(int(width * scale), 8), max(int(height * scale), 8)
         image, scene = render_scene(rng, width, height)
-        rel = writer.write_scene(f"eval/{folder}/{stem(i)}", image, 0)  # JPEG, as the real benchmarks
+        rel = writer.write_scene(f"eval/{folder}/{stem(i)}", image, variant)
         yield rel.removeprefix(f"eval/{folder}/"), scene, image
 
 
@@ -142,7 +143,8 @@ def _mme_pairs(task: str, scene: Scene, rng) -> list[tuple[str, str]]:
 
 def scienceqa(writer, spec, rng) -> None:
     items, problems, pids = [], {}, []
-    for i, (_, scene, _) in enumerate(_scenes(writer, rng, spec, "scienceqa", lambda i: f"images/test/{i + 1}/image")):
+    scenes = _scenes(writer, rng, spec, "scienceqa", lambda i: f"images/test/{i + 1}/image", variant=5)
+    for i, (_, scene, _) in enumerate(scenes):
         pid = str(i + 1)
         choices = [scene.code, _other_code(scene.code, rng), _other_code(scene.code, rng)]
         order = rng.permutation(3)

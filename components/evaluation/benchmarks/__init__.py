@@ -1,0 +1,42 @@
+"""Benchmark adapters (question files -> Question records, predictions -> reference scores) and submission writers.
+
+``ADAPTERS[name]`` for name in textvqa, pope, gqa, mme, scienceqa, mmbench, mmbench_cn; ``load_benchmark(name,
+eval_root)`` reads ``<eval_root>/<folder>`` and raises :class:`BenchmarkMissing` when the files are absent.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .choice import MMBench, ScienceQA, mmbench_prompt, read_mmbench_tsv
+from .common import BenchmarkMissing, IncompletePredictions, Question
+from .vqa import (
+    GQA,
+    TextVQA,
+    read_answers_lines,
+    vizwiz_submission,
+    vqav2_submission,
+    write_vizwiz_submission,
+    write_vqav2_submission,
+)
+from .yesno import MME, POPE
+
+ADAPTERS = {a.name: a for a in (TextVQA(), POPE(), GQA(), MME(), ScienceQA(), MMBench("en"), MMBench("cn"))}
+
+
+def benchmark_root(name: str, eval_root: str | Path) -> Path:
+    """The folder an adapter reads: ``<eval_root>/<adapter.folder>`` (e.g. data/raw/synthetic/eval/pope)."""
+    if name not in ADAPTERS:
+        raise KeyError(f"unknown benchmark {name!r}; known: {sorted(ADAPTERS)}")
+    return Path(eval_root) / ADAPTERS[name].folder
+
+
+def load_benchmark(name: str, eval_root: str | Path, num_beams: int | None = None) -> list[Question]:
+    return ADAPTERS[name].questions(benchmark_root(name, eval_root), num_beams=num_beams)
+
+
+__all__ = [
+    "ADAPTERS", "GQA", "MME", "POPE", "BenchmarkMissing", "IncompletePredictions", "MMBench", "Question", "ScienceQA",
+    "TextVQA", "benchmark_root", "load_benchmark", "mmbench_prompt", "read_answers_lines", "read_mmbench_tsv",
+    "vizwiz_submission", "vqav2_submission", "write_vizwiz_submission", "write_vqav2_submission",
+]
