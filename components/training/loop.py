@@ -5,13 +5,17 @@ trains compressor + LLM. Every `save_every` optimizer steps a DeepSpeed checkpoi
 `client_state` holding the step, the sampler state (epoch, consumed batches) and the torch / numpy / python
 RNG states; `resume=True` restarts from the latest one and reproduces the uninterrupted run's later losses.
 Works single-process (the env vars DeepSpeed needs are filled in) and under torchrun / Ray Train (already set).
+`TrainHooks` lets a launcher (ray_trainer.py) resume from another directory, see every step's metrics and
+replace where checkpoints are written, reusing this loop's save/resume logic unchanged.
 """
 
 from __future__ import annotations
 
 import os
 import random
+import socket
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -61,6 +65,17 @@ class TrainConfig:
     extra: dict = field(default_factory=dict)
 
 
+@dataclass
+class TrainHooks:
+    """Launcher hooks. resume_dir: load its `latest` checkpoint (whatever cfg.resume says); on_step(step,
+    metrics) after every optimizer step (metrics: loss, lr, tokens_per_s); save(engine, step, client_state)
+    replaces the default `engine.save_checkpoint(output_dir/checkpoints, tag=step<N>)` and returns a tag."""
+
+    resume_dir: str | None = None
+    on_step: Callable[[int, dict], None] | None = None
+    save: Callable[[object, int, dict], str] | None = None
+
+
 def load_tokenizer(kind: str, asset_dir: str):
     from components.data import tokenizers
 
@@ -87,10 +102,14 @@ def build_model(cfg: TrainConfig, tokenizer):
 
 
 def _dist_env() -> None:
-    """Single process: the variables DeepSpeed's init reads (torchrun and Ray Train set them already)."""
-    for key, value in (("RANK", "0"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", "1"), ("MASTER_ADDR", "127.0.0.1"),
-                       ("MASTER_PORT", "29511")):
+    """Single process: the variables DeepSpeed's init reads (torchrun and Ray Train set them already).
+    The port is a free one the OS picks, so concurrent runs on one machine never collide."""
+    for key, value in (("RANK", "0"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", "1"), ("MASTER_ADDR", "127.0.0.1")):
         os.environ.setdefault(key, value)
+    if "MASTER_PORT" not in os.environ:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            os.environ["MASTER_PORT"] = str(probe.getsockname()[1])
 
 
 def _rng_state() -> dict:
@@ -123,8 +142,9 @@ def _to_device(batch: dict, device, dtype) -> dict:
     return out
 
 
-def train(cfg: TrainConfig) -> dict:
+def train(cfg: TrainConfig, hooks: TrainHooks | None = None) -> dict:
     """Run `cfg.steps` optimizer steps (or until `stop_after`); return losses, LRs, checkpoints and data stats."""
+    hooks = hooks or TrainHooks()
     _dist_env()
     import deepspeed
     import deepspeed.ops
@@ -147,10 +167,11 @@ def train(cfg: TrainConfig) -> dict:
                                         rank=rank)
     ckpt_dir = Path(cfg.output_dir) / "checkpoints"
     step, resumed_from = 0, None
-    if cfg.resume and (ckpt_dir / "latest").exists():
-        path, client = engine.load_checkpoint(str(ckpt_dir))
+    resume_dir = Path(hooks.resume_dir) if hooks.resume_dir else (ckpt_dir if cfg.resume else None)
+    if resume_dir is not None and (resume_dir / "latest").exists():
+        path, client = engine.load_checkpoint(str(resume_dir))
         if path is None:
-            raise RuntimeError(f"could not load the latest checkpoint under {ckpt_dir}")
+            raise RuntimeError(f"could not load the latest checkpoint under {resume_dir}")
         step, resumed_from = int(client["step"]), path
         sampler.load_state_dict(client["sampler"])
         _set_rng_state(client["rng"])
@@ -172,10 +193,16 @@ def train(cfg: TrainConfig) -> dict:
             micro_losses.append(float(loss.detach()))
         step += 1
         losses.append(sum(micro_losses) / len(micro_losses))
+        if hooks.on_step is not None:
+            so_far = time.perf_counter() - t0
+            hooks.on_step(step, {"loss": losses[-1], "lr": lrs[-1], "tokens_per_s": tokens / so_far if so_far else 0.0})
         if (cfg.save_every and step % cfg.save_every == 0) or step == cfg.steps:
             client = {"step": step, "sampler": sampler_state, "rng": _rng_state(), "config": asdict(cfg)}
-            engine.save_checkpoint(str(ckpt_dir), tag=f"step{step}", client_state=client)
-            saved.append(f"step{step}")
+            if hooks.save is not None:
+                saved.append(hooks.save(engine, step, client))
+            else:
+                engine.save_checkpoint(str(ckpt_dir), tag=f"step{step}", client_state=client)
+                saved.append(f"step{step}")
     elapsed = time.perf_counter() - t0
     return {"losses": losses, "lrs": lrs, "steps": step, "checkpoints": saved, "resumed_from": resumed_from,
             "gradient_accumulation": accumulation, "bf16": ds_config["bf16"]["enabled"], "seconds": elapsed,

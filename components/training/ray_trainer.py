@@ -1,0 +1,165 @@
+"""The DeepSpeed loop (loop.py) on a Ray Train V2 `TorchTrainer`, with Ray-managed checkpoints and restarts.
+
+`fit(config, num_workers, storage_path, name, max_failures)` -> `ray.train.Result`. Each worker runs
+`loop.train` unchanged except for three `TrainHooks`:
+- resume: `ray.train.get_checkpoint()` (the latest reported checkpoint after a worker-group restart, or the
+  one given to `fit(resume_from=...)`) is loaded through loop.py's own `engine.load_checkpoint` path, so the
+  step, the sampler position, the RNG states, optimizer and LR schedule all come back from `client_state`;
+- save: every `save_every` steps (and at the last step) every rank writes its DeepSpeed shard into a temp dir
+  and calls `ray.train.report(metrics, checkpoint=Checkpoint.from_directory(dir))`: Ray merges all ranks'
+  files into one checkpoint directory `checkpoint_step<NNNNNN>/` under `<storage_path>/<name>/`;
+- on_step: rank 0 logs loss / lr / tokens_per_s to MLflow (into the run `fit` opened on the driver, so a
+  restart keeps one run) and appends `{"step", "loss", "lr", "resumed"}` to `<storage_path>/<name>/steps.jsonl`.
+
+Ray sets RANK / WORLD_SIZE / MASTER_* and the gloo process group; `deepspeed.initialize` runs inside the
+worker (no `prepare_model`). Ray connection: an existing `ray.init` is reused; otherwise Ray starts a local one.
+
+Params mapping (for the lead's `train.*` params; this module does not read params.yaml):
+`train.ray.num_workers` -> RaySettings.num_workers, `train.ray.max_failures` -> max_failures,
+`train.ray.storage_path` -> storage_path, `train.ray.name` -> name, `train.ray.num_to_keep` -> num_to_keep,
+`train.ray.use_gpu` -> use_gpu, `tracking.uri` -> tracking_uri, `tracking.experiment_prefix` ->
+experiment_prefix; the checkpoint period is TrainConfig.save_every (`train.save_every`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+from .loop import TrainConfig, TrainHooks, train
+
+FAIL_FLAG_ENV = "LLAVA_UHD_FAIL_ONCE"  # tests: "<flag file>:<step>": rank 0 raises once at that step
+
+
+@dataclass(frozen=True)
+class RaySettings:
+    num_workers: int = 1
+    storage_path: str = "ray_results"
+    name: str = "train"
+    max_failures: int = 0
+    num_to_keep: int | None = 2
+    use_gpu: bool = False
+    tracking_uri: str | None = None  # None: no MLflow; "env" or "" -> resolve_tracking_uri()
+    experiment_prefix: str = "llava-uhd"
+    worker_env: tuple[tuple[str, str], ...] = ()  # extra env vars for the workers (Ray's worker_runtime_env)
+
+
+def _maybe_fail(step: int, rank: int) -> None:
+    spec = os.environ.get(FAIL_FLAG_ENV)
+    if not spec or rank != 0:
+        return
+    flag, at = spec.rsplit(":", 1)
+    if step == int(at) and Path(flag).exists():
+        Path(flag).unlink()
+        raise RuntimeError(f"injected failure at step {step}")
+
+
+def train_loop_per_worker(loop_config: dict) -> dict:
+    """Ray's worker function: `loop_config` = {"train": asdict(TrainConfig), "run_dir", "mlflow": {...}|None}."""
+    import ray.train
+    from ray.train import Checkpoint
+
+    cfg = TrainConfig(**loop_config["train"])
+    rank = ray.train.get_context().get_world_rank()
+    run_dir = Path(loop_config["run_dir"])
+    checkpoint = ray.train.get_checkpoint()
+    last: dict = {}
+    tracker = None
+    mlflow_cfg = loop_config.get("mlflow")
+    if rank == 0 and mlflow_cfg:
+        from components.tracking.mlflow_logging import StageRun
+
+        tracker = StageRun(cfg.stage, tracking_uri=mlflow_cfg["tracking_uri"], run_id=mlflow_cfg["run_id"],
+                           enabled=True).__enter__()
+
+    def on_step(step: int, metrics: dict) -> None:
+        last.update(metrics, step=step)
+        if rank == 0:
+            with open(run_dir / "steps.jsonl", "a") as f:
+                f.write(json.dumps({"step": step, "loss": metrics["loss"], "lr": metrics["lr"],
+                                    "resumed": checkpoint is not None}) + "\n")
+            if tracker is not None:
+                tracker.log_step(step, **metrics)
+        _maybe_fail(step, rank)
+
+    def save(engine, step: int, client: dict) -> str:
+        tag = f"step{step}"
+        with tempfile.TemporaryDirectory(prefix=f"ds_{tag}_") as tmp:
+            engine.save_checkpoint(tmp, tag=tag, client_state=client)
+            ray.train.report({**last, "step": step}, checkpoint=Checkpoint.from_directory(tmp),
+                             checkpoint_dir_name=f"checkpoint_step{step:06d}")
+        return tag
+
+    try:
+        if checkpoint is not None:
+            with checkpoint.as_directory() as ckpt_dir:
+                metrics = train(cfg, TrainHooks(resume_dir=ckpt_dir, on_step=on_step, save=save))
+        else:
+            metrics = train(cfg, TrainHooks(on_step=on_step, save=save))
+    finally:
+        if tracker is not None:
+            tracker.__exit__(None, None, None)  # ends the attached run; the driver sets its final status
+    return {k: v for k, v in metrics.items() if k != "data"}
+
+
+def build_trainer(config: TrainConfig, settings: RaySettings, mlflow_run: dict | None = None,
+                  resume_from: str | None = None):
+    from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    storage = Path(settings.storage_path).resolve()
+    run_dir = storage / settings.name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    loop_config = {"train": asdict(replace(config, resume=False)), "run_dir": str(run_dir), "mlflow": mlflow_run}
+    return TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config=loop_config,
+        scaling_config=ScalingConfig(num_workers=settings.num_workers, use_gpu=settings.use_gpu),
+        torch_config=TorchConfig(backend="nccl" if settings.use_gpu else "gloo"),
+        run_config=RunConfig(name=settings.name, storage_path=str(storage),
+                             failure_config=FailureConfig(max_failures=settings.max_failures),
+                             checkpoint_config=CheckpointConfig(num_to_keep=settings.num_to_keep),
+                             worker_runtime_env={"env_vars": dict(settings.worker_env)} if settings.worker_env
+                             else None),
+        resume_from_checkpoint=Checkpoint.from_directory(resume_from) if resume_from else None,
+    )
+
+
+def fit(config: TrainConfig, num_workers: int = 1, storage_path: str = "ray_results", name: str = "train",
+        max_failures: int = 0, settings: RaySettings | None = None, resume_from: str | None = None):
+    """Train on `num_workers` Ray workers; returns the `ray.train.Result` (result.checkpoint: the last one,
+    result.metrics: its report, result.return_value: rank 0's loop metrics, result.error on failure).
+    With `settings.tracking_uri` set, the MLflow run is opened here (rank 0 of every attempt appends to it);
+    its id is `result.mlflow_run_id` (None without tracking)."""
+    settings = settings or RaySettings(num_workers=num_workers, storage_path=storage_path, name=name,
+                                       max_failures=max_failures)
+    mlflow_run = None
+    stage_run = None
+    if settings.tracking_uri is not None:
+        from components.tracking.mlflow_logging import StageRun, resolve_tracking_uri
+
+        stage_run = StageRun(config.stage, params=config, tracking_uri=resolve_tracking_uri(settings.tracking_uri),
+                             experiment_prefix=settings.experiment_prefix, enabled=True,
+                             tags={"launcher": "ray", "ray.name": settings.name})
+        stage_run.__enter__()
+        mlflow_run = {"tracking_uri": stage_run.tracking_uri, "run_id": stage_run.run_id}
+    try:
+        result = build_trainer(config, settings, mlflow_run, resume_from).fit()
+    except BaseException as exc:
+        if stage_run is not None:
+            stage_run.__exit__(type(exc), exc, None)
+        raise
+    if stage_run is not None:
+        error = getattr(result, "error", None)
+        stage_run.__exit__(type(error) if error else None, error, None)
+    result.mlflow_run_id = stage_run.run_id if stage_run else None
+    return result
+
+
+def read_steps(storage_path: str, name: str) -> list[dict]:
+    """Rank 0's per-step log of every attempt, in order (see module docstring)."""
+    path = Path(storage_path).resolve() / name / "steps.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
