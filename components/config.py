@@ -116,12 +116,83 @@ class ClusterConfig:
 
 
 @dataclass(frozen=True)
+class ModelConfig:
+    """The model the training stages build: tokenizer (loaded offline) and the tiny sizes (components/model/tiny.py)."""
+
+    tokenizer: str = "llama"  # llama | gpt2 | smollm2
+    tokenizer_dir: str = "tests/assets/llama_tokenizer"
+    vision_hidden: int = 32
+    vision_layers: int = 2
+    llm_hidden: int = 64
+    llm_layers: int = 2
+
+    def __post_init__(self):
+        if self.tokenizer not in ("llama", "gpt2", "smollm2"):
+            raise ConfigError(f"model.tokenizer must be llama, gpt2 or smollm2, got {self.tokenizer!r}")
+        if min(self.vision_hidden, self.vision_layers, self.llm_hidden, self.llm_layers) < 1:
+            raise ConfigError("model: hidden sizes and layer counts must be >= 1")
+
+
+@dataclass(frozen=True)
+class TrainStageConfig:
+    """One training stage (components/training/loop.py TrainConfig)."""
+
+    steps: int = 10
+    global_batch: int = 4
+    micro_batch: int = 2
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    warmup_ratio: float = 0.03
+    zero_stage: int = 2
+    max_length: int = 2048
+    save_every: int = 0  # optimizer steps between checkpoints; 0 = only at the end
+    limit: int = 0  # first N samples of the set; 0 = all
+
+    def __post_init__(self):
+        if min(self.steps, self.global_batch, self.micro_batch, self.max_length) < 1:
+            raise ConfigError("train: steps, global_batch, micro_batch and max_length must be >= 1")
+        if self.global_batch % self.micro_batch:
+            raise ConfigError("train: global_batch must be a multiple of micro_batch")
+        if self.lr <= 0 or self.weight_decay < 0 or not 0 <= self.warmup_ratio <= 1:
+            raise ConfigError("train: lr must be > 0, weight_decay >= 0 and warmup_ratio in [0, 1]")
+        if self.zero_stage not in (0, 1, 2, 3) or self.save_every < 0 or self.limit < 0:
+            raise ConfigError("train: zero_stage must be 0-3, save_every and limit >= 0")
+
+
+@dataclass(frozen=True)
+class RayTrainConfig:
+    num_workers: int = 1
+    max_failures: int = 1  # worker-group restarts from the latest checkpoint
+    storage_path: str = "ray_results"
+
+    def __post_init__(self):
+        if self.num_workers < 1 or self.max_failures < 0:
+            raise ConfigError("train.ray: num_workers must be >= 1 and max_failures >= 0")
+
+
+@dataclass(frozen=True)
+class TrainConfigs:
+    pretrain: TrainStageConfig = field(default_factory=TrainStageConfig)
+    finetune: TrainStageConfig = field(default_factory=lambda: TrainStageConfig(lr=2e-5))
+    ray: RayTrainConfig = field(default_factory=RayTrainConfig)
+
+
+@dataclass(frozen=True)
+class TrackingConfig:
+    uri: str = ""  # MLflow tracking URI; empty = $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db in the repo root
+    experiment_prefix: str = "llava-uhd"
+
+
+@dataclass(frozen=True)
 class Params:
     data: DataConfig = field(default_factory=DataConfig)
     validate: ValidateConfig = field(default_factory=ValidateConfig)
     slicing: SlicingConfig = field(default_factory=SlicingConfig)
     layouts: LayoutsConfig = field(default_factory=LayoutsConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfigs = field(default_factory=TrainConfigs)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
     compressor: str = "resampler"  # resampler (arXiv v1, 64) | spatial_resampler (ECCV, 144) | mlp
     spatial_schema: bool = True
 

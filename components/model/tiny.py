@@ -27,10 +27,11 @@ def tiny_text_config(vocab_size: int, hidden: int = 64, layers: int = 2, tie: bo
 
 def tiny_llava_uhd_config(vocab_size: int, image_token_id: int, separator_ids: tuple[int, int],
                           compressor: str = "resampler", strategy: str = "uhd", preset: str = "uhd-arxiv",
-                          spatial_schema: bool = True, tie: bool = False) -> LlavaUhdConfig:
-    text = tiny_text_config(vocab_size, tie=tie)
+                          spatial_schema: bool = True, tie: bool = False, vision_hidden: int = 32,
+                          vision_layers: int = 2, llm_hidden: int = 64, llm_layers: int = 2) -> LlavaUhdConfig:
+    text = tiny_text_config(vocab_size, hidden=llm_hidden, layers=llm_layers, tie=tie)
     return LlavaUhdConfig(
-        vision_config=tiny_vision_config(strategy).to_dict(),
+        vision_config=tiny_vision_config(strategy, hidden=vision_hidden, layers=vision_layers).to_dict(),
         text_config=text.to_dict(),
         compressor=compressor,
         compressor_kwargs={} if "mlp" in (compressor, "mlp" if strategy == "anyres" else None) else {"num_heads": 2},

@@ -62,6 +62,11 @@ class TrainConfig:
     save_every: int = 0  # optimizer steps between checkpoints; 0 = only at the end
     resume: bool = False
     stop_after: int | None = None  # simulate a crash: return after this many steps (the schedule keeps `steps`)
+    vision_hidden: int = 32  # tiny model sizes (components/model/tiny.py)
+    vision_layers: int = 2
+    llm_hidden: int = 64
+    llm_layers: int = 2
+    init_from: str | None = None  # a save_pretrained directory whose weights start this run (finetune <- pretrain)
     extra: dict = field(default_factory=dict)
 
 
@@ -93,8 +98,15 @@ def build_model(cfg: TrainConfig, tokenizer):
     torch.manual_seed(cfg.seed)
     config = tiny_llava_uhd_config(len(tokenizer), tokenizer.convert_tokens_to_ids("<image>"),
                                    separator_token_ids(tokenizer), compressor=cfg.compressor, strategy=cfg.strategy,
-                                   preset=cfg.preset, spatial_schema=cfg.spatial_schema)
+                                   preset=cfg.preset, spatial_schema=cfg.spatial_schema,
+                                   vision_hidden=cfg.vision_hidden, vision_layers=cfg.vision_layers,
+                                   llm_hidden=cfg.llm_hidden, llm_layers=cfg.llm_layers)
     model = LlavaUhdForConditionalGeneration(config)
+    if cfg.init_from:
+        from safetensors.torch import load_file
+
+        state = load_file(str(Path(cfg.init_from) / "model.safetensors"))
+        model.load_state_dict(state, strict=True)  # a different compressor or size is an error, not a warning
     trainable = TRAINABLE[cfg.stage]
     for name, param in model.named_parameters():
         param.requires_grad_(name.split(".")[0] in trainable)

@@ -1,5 +1,6 @@
 """`dvc repro` on a scratch copy of the repository: the DAG runs, is idempotent, and params are scoped."""
 
+import json
 import os
 import re
 import shutil
@@ -13,7 +14,9 @@ import yaml
 
 pytestmark = pytest.mark.slow
 
-COPY = ["components", "pipelines", "params.yaml", "dvc.yaml", ".dvcignore", "pyproject.toml"]
+COPY = ["components", "pipelines", "params.yaml", "dvc.yaml", ".dvcignore", "pyproject.toml",
+        "tests/assets/llama_tokenizer"]
+TRAINING = ("pretrain", "finetune")
 
 
 def sh(cmd, cwd, env):
@@ -31,18 +34,36 @@ def project(repo_root, tmp_path):
         shutil.rmtree(cache)
     params = yaml.safe_load((tmp_path / "params.yaml").read_text())
     params["data"]["synthetic"] = {"train_scenes": 4, "eval_scenes": 2, "easy_vqa_images": 2}
+    for stage in TRAINING:  # the tiniest run: 2 optimizer steps of one micro-batch of 2
+        params["train"][stage].update(steps=2, global_batch=2, micro_batch=2)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}", DVC_NO_ANALYTICS="1",
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "RAY_ADDRESS")}
+    env = dict(env, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}", DVC_NO_ANALYTICS="1",
                PYTHONPATH=str(tmp_path), GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t",
                GIT_COMMITTER_EMAIL="t@t")
     sh("git init -q && dvc init -q && git add -A && git commit -qm init", tmp_path, env)
     return tmp_path, env
 
 
+def _pointers(root):
+    from components.tracking.mlflow_logging import sha256_file
+
+    pointers = {}
+    for stage in TRAINING:
+        pointer = json.loads((root / f"models/{stage}.json").read_text())
+        assert pointer["mlflow_run_id"] and pointer["model_uri"], pointer
+        assert pointer["model_sha256"] == sha256_file(root / f"models/{stage}/model.safetensors")
+        metrics = json.loads((root / f"reports/train/{stage}_metrics.json").read_text())
+        assert metrics["steps"] == 2 and metrics["final_loss"] > 0
+        assert len((root / f"reports/train/{stage}_loss.csv").read_text().splitlines()) == 3  # header + 2 steps
+        pointers[stage] = pointer
+    return pointers
+
+
 def test_repro_is_complete_idempotent_and_param_scoped(project):
     root, env = project
     first = sh("dvc repro", root, env)
-    for stage in ("download", "validate", "layouts"):
+    for stage in ("download", "validate", "layouts", *TRAINING):
         assert f"Running stage '{stage}'" in first
     images = pq.read_table(root / "data/validated/images.parquet")
     table = pq.read_table(root / "data/layouts/layouts.parquet")
@@ -51,13 +72,27 @@ def test_repro_is_complete_idempotent_and_param_scoped(project):
     assert (root / "reports/layouts/metrics.json").exists() and (root / "reports/layouts/distributions.png").exists()
     assert (root / "reports/validate/metrics.json").exists()
 
+    pointers = _pointers(root)
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
+    for pointer in pointers.values():
+        assert client.get_run(pointer["mlflow_run_id"]).info.status == "FINISHED"
+
     assert "up to date" in sh("dvc repro", root, env)
 
     params = yaml.safe_load((root / "params.yaml").read_text())
-    params["slicing"]["preset"] = "uhd-eccv"
-    params["compressor"] = "mlp"  # not a layouts param: must not matter to these stages
+    params["compressor"] = "mlp"  # a training param, not a data one: re-trains, leaves the data stages alone
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    second = sh("dvc repro", root, env)
+    retrain = sh("dvc repro", root, env)
+    assert "Running stage 'pretrain'" in retrain and "Running stage 'finetune'" in retrain
+    for stage in ("download", "validate", "layouts"):
+        assert f"Running stage '{stage}'" not in retrain
+    assert all(_pointers(root)[s]["mlflow_run_id"] != pointers[s]["mlflow_run_id"] for s in TRAINING)
+
+    params["slicing"]["preset"] = "uhd-eccv"
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    second = sh("dvc repro layouts", root, env)  # the target only: the training stages are checked above
     assert "Running stage 'layouts'" in second
     assert "Running stage 'download'" not in second and "Running stage 'validate'" not in second
     assert set(pq.read_table(root / "data/layouts/layouts.parquet").column("preset").to_pylist()) == {"uhd-eccv"}

@@ -29,6 +29,11 @@ def test_repository_params_parse(repo_root):
         (lambda d: d["slicing"].update(strategy="tiles"), "slicing.strategy"),
         (lambda d: d["slicing"].update(preset="onevision"), "does not apply"),
         (lambda d: d.update(compressor="qformer"), "compressor"),
+        (lambda d: d["train"]["pretrain"].update(global_batch=3), "multiple of micro_batch"),
+        (lambda d: d["train"]["ray"].update(workers=2), "unknown key"),
+        (lambda d: d["train"].pop("finetune"), "missing"),
+        (lambda d: d["model"].update(tokenizer="bert"), "model.tokenizer"),
+        (lambda d: d["tracking"].update(uri=None), "expected str"),
     ],
 )
 def test_bad_params_are_rejected_with_the_key(raw, mutate, message):

@@ -1,0 +1,63 @@
+"""After `ray_trainer.fit`: the final DeepSpeed checkpoint -> a `save_pretrained` directory, and the DVC reports.
+
+`export_checkpoint(cfg, checkpoint_dir, out_dir)` rebuilds the model of `cfg` (loop.build_model) and loads the
+module weights of the newest `step<N>/mp_rank_00_model_states.pt` (ZeRO 0-2 keep the full module there; ZeRO-3
+is consolidated with DeepSpeed's zero_to_fp32). `write_reports` writes the per-step loss/lr CSV (DVC plots) and
+the summary metrics JSON (DVC metrics).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import torch
+
+from .loop import TrainConfig, build_model, load_tokenizer
+
+
+def _step_dir(checkpoint_dir: Path) -> Path:
+    latest = checkpoint_dir / "latest"
+    if latest.exists():
+        return checkpoint_dir / latest.read_text().strip()
+    steps = sorted(checkpoint_dir.glob("step*"), key=lambda p: int(p.name[4:]))
+    if not steps:
+        raise FileNotFoundError(f"no DeepSpeed step<N> directory under {checkpoint_dir}")
+    return steps[-1]
+
+
+def module_state(checkpoint_dir: str | Path, zero_stage: int) -> dict:
+    step_dir = _step_dir(Path(checkpoint_dir))
+    if zero_stage == 3:
+        from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+        return get_fp32_state_dict_from_zero_checkpoint(str(checkpoint_dir), tag=step_dir.name)
+    return torch.load(step_dir / "mp_rank_00_model_states.pt", map_location="cpu", weights_only=False)["module"]
+
+
+def export_checkpoint(cfg: TrainConfig, checkpoint_dir: str | Path, out_dir: str | Path) -> Path:
+    """The trained model as `save_pretrained(out_dir)` (config.json + model.safetensors), replacing out_dir."""
+    tokenizer = load_tokenizer(cfg.tokenizer, cfg.tokenizer_dir)
+    model = build_model(cfg, tokenizer)
+    model.load_state_dict(module_state(checkpoint_dir, cfg.zero_stage), strict=True)
+    out = Path(out_dir)
+    if out.exists():
+        shutil.rmtree(out)
+    model.save_pretrained(out)
+    return out
+
+
+def write_reports(reports_dir: str | Path, stage: str, losses: list[float], lrs: list[float], summary: dict) -> dict:
+    """`<stage>_loss.csv` (step, loss, lr) and `<stage>_metrics.json` (summary + final_loss, steps)."""
+    reports = Path(reports_dir)
+    reports.mkdir(parents=True, exist_ok=True)
+    with open(reports / f"{stage}_loss.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["step", "loss", "lr"])
+        rows = enumerate(zip(losses, lrs, strict=True), start=1)
+        writer.writerows((step, f"{loss:.6f}", f"{lr:.8g}") for step, (loss, lr) in rows)
+    metrics = {"final_loss": losses[-1] if losses else None, "steps": len(losses), **summary}
+    (reports / f"{stage}_metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    return metrics
