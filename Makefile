@@ -31,7 +31,10 @@ demo: install
 	dvc metrics show
 	@echo
 	@echo "Layouts table: data/layouts/layouts.parquet   plots: reports/layouts/distributions.png"
-	@echo "Interactive plots: dvc plots show (writes dvc_plots/index.html)"
+	@echo "Validation report: reports/validate/<set>/gx_report.html   quarantine: data/quarantine/"
+	@echo "Models: models/pretrain.json, models/finetune.json (MLflow run, model URI, sha256)"
+	@echo "MLflow UI: $(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db"
+	@echo "Interactive plots (loss curves, distributions): dvc plots show (writes dvc_plots/index.html)"
 
 test: install
 	$(PY) -m pytest -n 2 --dist loadfile -q
