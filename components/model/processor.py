@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from components.slicing.anyres import AnyresLayout, get_anyres_preset
+from components.slicing.anyres import AnyresLayout, get_anyres_preset, video_num_tokens
 from components.slicing.pixels import CLIP, SIGLIP, encode_image, load_image, padded_square, squashed
 
 IMAGE_MARKER = "<image>"
@@ -63,8 +63,6 @@ class UhdProcessor:
 
     def process_video(self, frames: list) -> ProcessedImage:
         """Frames squashed to the base resolution; the model pools each to 196 tokens (+1 newline per video)."""
-        from components.slicing.anyres import video_num_tokens
-
         side = self._base_side()
         pixels = [_tensor(squashed(np.asarray(f.convert("RGB")), side, SIGLIP)) for f in frames]
         return ProcessedImage((side, side), pixels, video_num_tokens(len(frames), self.model.config.preset),

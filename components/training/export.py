@@ -13,6 +13,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from .loop import TrainConfig, build_model, load_tokenizer
@@ -28,13 +29,19 @@ def _step_dir(checkpoint_dir: Path) -> Path:
     return steps[-1]
 
 
+# Besides tensors, our client_state holds numpy's RNG state; allow exactly those types and nothing else, so the
+# checkpoint is read with weights_only=True (no arbitrary pickles).
+_NUMPY_RNG_GLOBALS = [np._core.multiarray._reconstruct, np.ndarray, np.dtype, type(np.dtype("uint32"))]
+
+
 def module_state(checkpoint_dir: str | Path, zero_stage: int) -> dict:
     step_dir = _step_dir(Path(checkpoint_dir))
     if zero_stage == 3:
         from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
         return get_fp32_state_dict_from_zero_checkpoint(str(checkpoint_dir), tag=step_dir.name)
-    return torch.load(step_dir / "mp_rank_00_model_states.pt", map_location="cpu", weights_only=False)["module"]
+    with torch.serialization.safe_globals(_NUMPY_RNG_GLOBALS):
+        return torch.load(step_dir / "mp_rank_00_model_states.pt", map_location="cpu", weights_only=True)["module"]
 
 
 def export_checkpoint(cfg: TrainConfig, checkpoint_dir: str | Path, out_dir: str | Path) -> Path:
