@@ -183,6 +183,49 @@ class TrackingConfig:
     experiment_prefix: str = "llava-uhd"
 
 
+BENCHMARKS = ("textvqa", "pope", "gqa", "mme", "scienceqa", "mmbench", "mmbench_cn", "vqav2", "vizwiz")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """The evaluate stage (pipelines/evaluate.py, shared/reference/eval.md)."""
+
+    benchmarks: tuple[str, ...] = BENCHMARKS[:7]
+    batch_size: int = 8
+    decoding: str = "llava"  # llava (greedy everywhere, LLaVA-1.5) | uhd-scripts (UHD eval.sh: 3 or 5 beams)
+    num_beams: dict[str, int] = field(default_factory=dict)  # per-benchmark override, e.g. {textvqa: 3}
+    max_new_tokens: int = 0  # 0 = each benchmark's own (LLaVA: 128; short answers need far fewer)
+    pre_resize: int = 0  # eval-only: long side forced to this before slicing (UHD's eval scripts: 1024); 0 = off
+    extreme_aspect: tuple[str, ...] = ("textvqa",)  # also run with each image padded to twice its long side
+    limit: int = 0  # first N questions per benchmark; 0 = all
+
+    def __post_init__(self):
+        unknown = sorted(set(self.benchmarks) - set(BENCHMARKS))
+        if unknown or not set(self.extreme_aspect) <= set(self.benchmarks) or not set(self.num_beams) <= set(BENCHMARKS):
+            raise ConfigError(f"eval: benchmarks, extreme_aspect and num_beams keys must be among {list(BENCHMARKS)}"
+                              f" (extreme_aspect a subset of benchmarks); got unknown {unknown}")
+        if self.decoding not in ("llava", "uhd-scripts"):
+            raise ConfigError(f"eval.decoding must be llava or uhd-scripts, got {self.decoding!r}")
+        if self.batch_size < 1 or min(self.max_new_tokens, self.pre_resize, self.limit) < 0:
+            raise ConfigError("eval: batch_size must be >= 1; max_new_tokens, pre_resize and limit >= 0")
+        if any(b < 1 for b in self.num_beams.values()):
+            raise ConfigError("eval.num_beams: beam counts must be >= 1")
+
+
+@dataclass(frozen=True)
+class RegistryConfig:
+    """The register stage: MLflow Model Registry name, alias gates (components/tracking/registry.py)."""
+
+    model_name: str = "llava-uhd"
+    headline: tuple[str, ...] = ("textvqa", "pope", "gqa", "mme", "scienceqa", "mmbench", "mmbench_cn")
+    tolerance: float = 0.5  # a headline score may fall this many points below the champion's and still promote
+    max_quarantine_increase: float = 0.01  # validation regression gate: quarantined share vs the champion's
+
+    def __post_init__(self):
+        if not self.model_name or self.tolerance < 0 or self.max_quarantine_increase < 0:
+            raise ConfigError("registry: model_name must be set; tolerance and max_quarantine_increase >= 0")
+
+
 @dataclass(frozen=True)
 class Params:
     data: DataConfig = field(default_factory=DataConfig)
@@ -193,6 +236,8 @@ class Params:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfigs = field(default_factory=TrainConfigs)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    registry: RegistryConfig = field(default_factory=RegistryConfig)
     compressor: str = "resampler"  # resampler (arXiv v1, 64) | spatial_resampler (ECCV, 144) | mlp
     spatial_schema: bool = True
 
@@ -227,6 +272,18 @@ def parse(cls, data, path: str = ""):
 def _coerce(hint, value, key):
     if dataclasses.is_dataclass(hint):
         return parse(hint, value, key)
+    origin = typing.get_origin(hint)
+    if origin is tuple:  # tuple[X, ...] from a YAML list
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{key}: expected a list, got {type(value).__name__} {value!r}")
+        return tuple(_coerce(typing.get_args(hint)[0], v, f"{key}[{i}]") for i, v in enumerate(value))
+    if origin is dict:  # dict[K, V] from a YAML mapping (None = empty)
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {type(value).__name__} {value!r}")
+        key_hint, value_hint = typing.get_args(hint)
+        return {_coerce(key_hint, k, key): _coerce(value_hint, v, f"{key}.{k}") for k, v in value.items()}
     if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
         for option in typing.get_args(hint):
             if option is type(None) and value is None:
