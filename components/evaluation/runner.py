@@ -114,10 +114,13 @@ def _batches(questions: Sequence[Question], batch_size: int, key: Callable) -> l
 
 @torch.no_grad()
 def generate_batch(model, processor: UhdProcessor, questions: Sequence[Question], max_new_tokens: int,
-                   num_beams: int = 1, template: str = "vicuna_v1") -> list[str]:
-    """Greedy (or beam) answers of one batch, left padded."""
+                   num_beams: int = 1, template: str = "vicuna_v1",
+                   image_transform: Callable[[Image.Image], Image.Image] | None = None) -> list[str]:
+    """Greedy (or beam) answers of one batch, left padded. ``image_transform`` (e.g. the eval-only pre-resize or
+    the extreme-aspect padding of components.evaluation.variants) is applied to each opened RGB image."""
     texts = [build_prompt(q.prompt_text, q.image is not None, template) for q in questions]
-    images = [[_open(q.image)] if q.image is not None else [] for q in questions]
+    transform = image_transform or (lambda image: image)
+    images = [[transform(_open(q.image))] if q.image is not None else [] for q in questions]
     batch = processor(texts, images, padding_side="left")
     if num_beams > 1 and "pixel_values" in batch:
         counts = [len(processor.process_image(im).pixels) for sample in images for im in sample]
@@ -134,7 +137,8 @@ def generate_batch(model, processor: UhdProcessor, questions: Sequence[Question]
 
 def run_benchmark(model, tokenizer, questions: Sequence[Question], out_jsonl: str | Path, batch_size: int = 8,
                   max_new_tokens: int | None = None, num_beams: int | None = None, template: str = "vicuna_v1",
-                  model_id: str = "llava-uhd", processor: UhdProcessor | None = None) -> list[dict]:
+                  model_id: str = "llava-uhd", processor: UhdProcessor | None = None,
+                  image_transform: Callable[[Image.Image], Image.Image] | None = None) -> list[dict]:
     """Answer every question not yet in ``out_jsonl``; return all answers lines in question-file order.
 
     ``max_new_tokens`` / ``num_beams``: None uses each question's own (the adapters' defaults: 128 or 1024 tokens,
@@ -161,7 +165,7 @@ def run_benchmark(model, tokenizer, questions: Sequence[Question], out_jsonl: st
     try:
         for batch in _batches(todo, batch_size, settings):
             tokens, beams = settings(batch[0])
-            texts = generate_batch(model, processor, batch, tokens, beams, template)
+            texts = generate_batch(model, processor, batch, tokens, beams, template, image_transform)
             rows = []
             for q, text in zip(batch, texts, strict=True):
                 row = {"question_id": q.question_id, "prompt": q.prompt_text, "text": text, "model_id": model_id,
