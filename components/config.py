@@ -112,21 +112,33 @@ class LayoutsConfig:
 
 @dataclass(frozen=True)
 class ClusterConfig:
-    address: str = ""  # Ray cluster address (ray://host:10001 or auto); empty = local processes
+    # http(s)://head:8265: the job server; the training stages submit themselves as Ray jobs (training/submit.py).
+    # ray://host:10001 or auto: ray.init there. Empty: local processes.
+    address: str = ""
+
+
+ARCHITECTURES = ("tiny", "llava-uhd-7b", "llava-uhd-13b")  # tiny: components/model/tiny.py; else architectures.MODELS
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """The model the training stages build: tokenizer (loaded offline) and the tiny sizes (components/model/tiny.py)."""
+    """The model the training stages build. `tiny` (the embedded default) uses the sizes below with random init;
+    a paper architecture takes CLIP ViT-L/14-336 + Vicuna from components/model/architectures.py and loads
+    `vision_weights` / `llm_weights` (a local save_pretrained dir or a hub id, safetensors only) on each worker."""
 
+    architecture: str = "tiny"  # tiny | llava-uhd-7b | llava-uhd-13b
+    vision_weights: str = ""  # paper scale: e.g. openai/clip-vit-large-patch14-336; "" = random init
+    llm_weights: str = ""  # paper scale: e.g. lmsys/vicuna-13b-v1.5; "" = random init
     tokenizer: str = "llama"  # llama | gpt2 | smollm2
     tokenizer_dir: str = "tests/assets/llama_tokenizer"
-    vision_hidden: int = 32
+    vision_hidden: int = 32  # tiny only
     vision_layers: int = 2
     llm_hidden: int = 64
     llm_layers: int = 2
 
     def __post_init__(self):
+        if self.architecture not in ARCHITECTURES:
+            raise ConfigError(f"model.architecture must be one of {list(ARCHITECTURES)}, got {self.architecture!r}")
         if self.tokenizer not in ("llama", "gpt2", "smollm2"):
             raise ConfigError(f"model.tokenizer must be llama, gpt2 or smollm2, got {self.tokenizer!r}")
         if min(self.vision_hidden, self.vision_layers, self.llm_hidden, self.llm_layers) < 1:
@@ -147,6 +159,8 @@ class TrainStageConfig:
     max_length: int = 2048
     save_every: int = 0  # optimizer steps between checkpoints; 0 = only at the end
     limit: int = 0  # first N samples of the set; 0 = all
+    bf16: bool = False  # A100: true (the paper); CPU runs stay fp32
+    gradient_checkpointing: bool = False  # paper: true (activations are most of the memory at seq 2048)
 
     def __post_init__(self):
         if min(self.steps, self.global_batch, self.micro_batch, self.max_length) < 1:
@@ -163,7 +177,8 @@ class TrainStageConfig:
 class RayTrainConfig:
     num_workers: int = 1
     max_failures: int = 1  # worker-group restarts from the latest checkpoint
-    storage_path: str = "ray_results"
+    storage_path: str = "ray_results"  # shared storage on a cluster (every worker and the job driver see it)
+    use_gpu: bool = False  # one GPU per worker (NCCL) instead of CPU workers (gloo)
 
     def __post_init__(self):
         if self.num_workers < 1 or self.max_failures < 0:
@@ -175,6 +190,7 @@ class TrainConfigs:
     pretrain: TrainStageConfig = field(default_factory=TrainStageConfig)
     finetune: TrainStageConfig = field(default_factory=lambda: TrainStageConfig(lr=2e-5))
     ray: RayTrainConfig = field(default_factory=RayTrainConfig)
+    tune_vision: bool = False  # also train the ViT in finetune (paper Table 4; the authors: "we do not train the ViTs")
 
 
 @dataclass(frozen=True)
@@ -197,17 +213,17 @@ class EvalConfig:
     max_new_tokens: int = 0  # 0 = each benchmark's own (LLaVA: 128; short answers need far fewer)
     pre_resize: int = 0  # eval-only: long side forced to this before slicing (UHD's eval scripts: 1024); 0 = off
     extreme_aspect: tuple[str, ...] = ("textvqa",)  # also run with each image padded to twice its long side
-    limit: int = 0  # first N questions per benchmark; 0 = all
 
     def __post_init__(self):
         unknown = sorted(set(self.benchmarks) - set(BENCHMARKS))
-        if unknown or not set(self.extreme_aspect) <= set(self.benchmarks) or not set(self.num_beams) <= set(BENCHMARKS):
+        subsets = set(self.extreme_aspect) <= set(self.benchmarks) and set(self.num_beams) <= set(BENCHMARKS)
+        if unknown or not subsets:
             raise ConfigError(f"eval: benchmarks, extreme_aspect and num_beams keys must be among {list(BENCHMARKS)}"
                               f" (extreme_aspect a subset of benchmarks); got unknown {unknown}")
         if self.decoding not in ("llava", "uhd-scripts"):
             raise ConfigError(f"eval.decoding must be llava or uhd-scripts, got {self.decoding!r}")
-        if self.batch_size < 1 or min(self.max_new_tokens, self.pre_resize, self.limit) < 0:
-            raise ConfigError("eval: batch_size must be >= 1; max_new_tokens, pre_resize and limit >= 0")
+        if self.batch_size < 1 or min(self.max_new_tokens, self.pre_resize) < 0:
+            raise ConfigError("eval: batch_size must be >= 1; max_new_tokens and pre_resize >= 0")
         if any(b < 1 for b in self.num_beams.values()):
             raise ConfigError("eval.num_beams: beam counts must be >= 1")
 

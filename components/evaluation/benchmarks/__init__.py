@@ -1,6 +1,7 @@
 """Benchmark adapters (question files -> Question records, predictions -> reference scores) and submission writers.
 
-``ADAPTERS[name]`` for name in textvqa, pope, gqa, mme, scienceqa, mmbench, mmbench_cn; ``load_benchmark(name,
+``ADAPTERS[name]`` for name in textvqa, pope, gqa, mme, scienceqa, mmbench, mmbench_cn, vqav2 and vizwiz (the last
+two write submission files: their scores come from the evaluation server); ``load_benchmark(name,
 eval_root)`` reads ``<eval_root>/<folder>`` and raises :class:`BenchmarkMissing` when the files are absent.
 """
 
@@ -19,9 +20,11 @@ from .vqa import (
     write_vizwiz_submission,
     write_vqav2_submission,
 )
+from .server import VizWiz, VQAv2
 from .yesno import MME, POPE
 
-ADAPTERS = {a.name: a for a in (TextVQA(), POPE(), GQA(), MME(), ScienceQA(), MMBench("en"), MMBench("cn"))}
+ADAPTERS = {a.name: a for a in (TextVQA(), POPE(), GQA(), MME(), ScienceQA(), MMBench("en"), MMBench("cn"), VQAv2(),
+                                VizWiz())}
 
 
 def benchmark_root(name: str, eval_root: str | Path) -> Path:
@@ -36,7 +39,7 @@ def load_benchmark(name: str, eval_root: str | Path, num_beams: int | None = Non
 
 
 __all__ = [
-    "ADAPTERS", "GQA", "MME", "POPE", "BenchmarkMissing", "IncompletePredictions", "MMBench", "Question", "ScienceQA",
+    "ADAPTERS", "GQA", "MME", "VQAv2", "VizWiz", "POPE", "BenchmarkMissing", "IncompletePredictions", "MMBench", "Question", "ScienceQA",
     "TextVQA", "benchmark_root", "load_benchmark", "mmbench_prompt", "read_answers_lines", "read_mmbench_tsv",
     "vizwiz_submission", "vqav2_submission", "write_vizwiz_submission", "write_vqav2_submission",
 ]

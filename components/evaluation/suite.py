@@ -1,0 +1,115 @@
+"""One evaluation run over several benchmarks: questions -> resumable answers -> reference scores -> compute report.
+
+``run_suite(model, tokenizer, eval_root, out_dir, plan)`` returns ``{"benchmarks": {name: result}, "skipped":
+{name: reason}}`` where each result holds the adapter's scores, the decoding actually used, the compute report and,
+for the benchmarks in ``plan.extreme_aspect``, the Table-3 variant (score and drop). A benchmark whose files are
+absent is skipped with the reason (never scored as zero). Answers go to ``<out_dir>/answers/<name>[_extreme].jsonl``
+(resumable: a rerun skips answered questions), submission files for server-scored benchmarks to
+``<out_dir>/submissions/``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from components.evaluation.benchmarks import ADAPTERS, BenchmarkMissing, benchmark_root, load_benchmark
+from components.evaluation.compute import compute_report
+from components.evaluation.runner import predictions, run_benchmark
+from components.evaluation.variants import image_transform, preprocessing_config, preprocessing_hash
+
+TEMPLATE = "vicuna_v1"  # LLaVA-1.5's eval prompt (conv_vicuna_v1), the only one the runner renders
+
+
+@dataclass(frozen=True)
+class EvalPlan:
+    benchmarks: tuple[str, ...]
+    batch_size: int = 8
+    decoding: str = "llava"  # llava: greedy everywhere | uhd-scripts: each adapter's uhd_num_beams
+    num_beams: dict[str, int] = field(default_factory=dict)  # per-benchmark override
+    max_new_tokens: int = 0  # 0 = each benchmark's own
+    pre_resize: int = 0
+    extreme_aspect: tuple[str, ...] = ()
+
+    @classmethod
+    def from_params(cls, eval_params) -> EvalPlan:
+        return cls(tuple(eval_params.benchmarks), eval_params.batch_size, eval_params.decoding,
+                   dict(eval_params.num_beams), eval_params.max_new_tokens, eval_params.pre_resize,
+                   tuple(eval_params.extreme_aspect))
+
+    def beams(self, name: str) -> int | None:
+        """None = the LLaVA-1.5 default (greedy)."""
+        if name in self.num_beams:
+            return self.num_beams[name]
+        return ADAPTERS[name].uhd_num_beams if self.decoding == "uhd-scripts" else None
+
+
+def _score(name: str, questions, answers_file: Path, out_dir: Path, eval_root) -> dict:
+    adapter, root = ADAPTERS[name], benchmark_root(name, eval_root)
+    preds = predictions(answers_file)
+    if getattr(adapter, "headline_available", True):
+        return adapter.score(questions, preds, root)
+    return adapter.score(questions, preds, root, out_dir=out_dir / "submissions")
+
+
+def _answer(model, tokenizer, questions, answers_file: Path, plan: EvalPlan, model_id: str,
+            extreme: bool) -> float:
+    """Answer every question into answers_file; returns questions per second of this call."""
+    start = time.perf_counter()
+    run_benchmark(model, tokenizer, questions, answers_file, batch_size=plan.batch_size,
+                  max_new_tokens=plan.max_new_tokens or None, model_id=model_id,
+                  image_transform=image_transform(plan.pre_resize, extreme_aspect=extreme))
+    return len(questions) / max(time.perf_counter() - start, 1e-9)
+
+
+def _variant(model, tokenizer, name, questions, out_dir, eval_root, plan, model_id, extreme: bool) -> dict:
+    suffix = "_extreme" if extreme else ""
+    answers_file = out_dir / "answers" / f"{name}{suffix}.jsonl"
+    rate = _answer(model, tokenizer, questions, answers_file, plan, model_id, extreme)
+    scores = _score(name, questions, answers_file, out_dir / f"variant{suffix}" if extreme else out_dir, eval_root)
+    prep = preprocessing_config(model.config, plan.pre_resize, extreme)
+    return {"scores": scores, "answers": str(answers_file), "questions": len(questions),
+            "questions_per_s": round(rate, 2), "preprocessing": prep, "preprocessing_hash": preprocessing_hash(prep),
+            "compute": compute_report(model, questions, plan.pre_resize, extreme)}
+
+
+def _decoding(questions, plan: EvalPlan, name: str) -> dict:
+    q = questions[0]
+    return {"template": TEMPLATE, "do_sample": False, "num_beams": q.num_beams,
+            "max_new_tokens": plan.max_new_tokens or q.max_new_tokens, "batch_size": plan.batch_size,
+            "uhd_reference_num_beams": ADAPTERS[name].uhd_num_beams, "padding_side": "left"}
+
+
+def run_suite(model, tokenizer, eval_root, out_dir, plan: EvalPlan, model_id: str = "llava-uhd",
+              log=print) -> dict:
+    out_dir = Path(out_dir)
+    results, skipped = {}, {}
+    for name in plan.benchmarks:
+        try:
+            questions = load_benchmark(name, eval_root, num_beams=plan.beams(name))
+        except BenchmarkMissing as missing:
+            skipped[name] = missing.reason
+            log(f"[eval] {name}: skipped ({missing.reason})")
+            continue
+        if not questions:
+            skipped[name] = "the question file is empty"
+            continue
+        log(f"[eval] {name}: {len(questions)} questions")
+        result = _variant(model, tokenizer, name, questions, out_dir, eval_root, plan, model_id, extreme=False)
+        result["decoding"] = _decoding(questions, plan, name)
+        if name in plan.extreme_aspect:
+            result["extreme_aspect"] = _extreme_summary(
+                result, _variant(model, tokenizer, name, questions, out_dir, eval_root, plan, model_id, extreme=True))
+        results[name] = result
+        headline = result["scores"].get("headline")
+        log(f"[eval] {name}: headline {headline if headline is None else round(headline, 2)} "
+            f"({result['questions_per_s']} questions/s)")
+    return {"benchmarks": results, "skipped": skipped}
+
+
+def _extreme_summary(plain: dict, extreme: dict) -> dict:
+    """Table 3: the padded variant's score and its drop from the plain one (None for server-scored benchmarks)."""
+    base, padded = plain["scores"].get("headline"), extreme["scores"].get("headline")
+    drop = None if base is None or padded is None else round(base - padded, 3)
+    return {**extreme, "headline": padded, "drop": drop}
