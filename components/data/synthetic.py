@@ -26,7 +26,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
-from .synthetic_images import COLOURS, SHAPES, Scene, encode_image_file, render_scene, scene_size
+from .synthetic_images import (
+    COLOURS,
+    FINE_LINES_QUESTION,
+    SHAPES,
+    Scene,
+    encode_image_file,
+    render_scene,
+    scene_size,
+)
 
 CAPTION_PROMPTS = (  # the instruction pool of LLaVA's LCS-558K
     "Describe the image concisely.",
@@ -113,7 +121,13 @@ def _article(word: str) -> str:
 
 def caption(scene: Scene) -> str:
     parts = [f"{_article(s.colour)} {s.colour} {s.shape}" for s in scene.shapes]
-    return f"a sign reading {scene.title} with the code {scene.code} in small print, " + " and ".join(parts)
+    text = f"a sign reading {scene.title} with the code {scene.code} in small print, " + " and ".join(parts)
+    return text + (f", on a background of fine {scene.lines} lines" if scene.lines else "")
+
+
+def fine_lines_question(scene: Scene) -> tuple[str, str] | None:
+    """The fine-detail question a 336x336 view cannot answer (its lines average to flat), GQA-style."""
+    return (f"{FINE_LINES_QUESTION}\n{SHORT_ANSWER}", scene.lines) if scene.lines else None
 
 
 def scene_questions(scene: Scene, rng: np.random.Generator) -> list[tuple[str, str]]:
@@ -178,6 +192,8 @@ def _finetune(writer: DatasetWriter, spec: SyntheticSpec, rng: np.random.Generat
         rel = writer.write_scene(f"{folder}/{100000 + i:012d}", image, i + 1)
         qa = scene_questions(scene, rng)
         keep = [qa[0], *[qa[j] for j in rng.permutation(np.arange(1, len(qa)))[: int(rng.integers(1, 4))]]]
+        if scene.lines:  # every scene that has the lines is asked about them (the signal a tiny model can learn)
+            keep.insert(int(rng.integers(len(keep) + 1)), fine_lines_question(scene))
         samples.append({"id": f"{100000 + i:012d}", "image": rel, "conversations": _conversation(keep, True)})
     for j, (png, qa) in enumerate(easy_vqa_items("train", spec.easy_vqa_images)):
         rel = writer.write(f"gqa/images/ev{j:06d}.png", png.read_bytes(), "easy-vqa 1.0 (train)", "MIT (Victor Zhou)")
@@ -237,7 +253,10 @@ def data_card(rows: list[dict], spec: SyntheticSpec) -> str:
         "",
         "Scenes are high-resolution images (up to 2048 px, aspect 1:6 to 6:1, plus small ones) with a large",
         "title word, a six-digit code in small print (~1/70 of the long side: legible in UHD slices, a few",
-        "pixels after a 336x336 downscale) and small coloured shapes. Files are in LLaVA's exact formats:",
+        "pixels after a 336x336 downscale) and small coloured shapes. Scenes with a long side >= 1280 px have",
+        "fine horizontal or vertical lines over the background (a 4-6 px period: flat grey at 336x336, kept in",
+        "UHD's slices); the fine-tuning set and GQA (question ids `fd...`) ask about them.",
+        "Files are in LLaVA's exact formats:",
         "`llava_pretrain/blip_laion_cc_sbu_558k.json` (captions), `llava_v1_5_mix665k.json` (multi-turn,",
         "text-only samples included), and `eval/` (TextVQA, POPE, GQA, MME, ScienceQA, MMBench EN/CN files).",
         "",
@@ -255,4 +274,5 @@ def data_card(rows: list[dict], spec: SyntheticSpec) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["COLOURS", "SyntheticSpec", "build_synthetic", "caption", "easy_vqa_items", "scene_questions"]
+__all__ = ["COLOURS", "SyntheticSpec", "build_synthetic", "caption", "easy_vqa_items", "fine_lines_question",
+           "scene_questions"]

@@ -20,10 +20,23 @@ import io
 import numpy as np
 from PIL import Image
 
-from .synthetic_images import COLOURS, SHAPES, TITLES, Scene, render_scene, scene_size
+from .synthetic_images import (
+    ASPECTS,
+    COLOURS,
+    FINE_LINES_MIN_SIDE,
+    FINE_LINES_QUESTION,
+    LINES,
+    SHAPES,
+    TITLES,
+    Scene,
+    render_scene,
+    scene_size,
+)
 
 SHORT = "Answer the question using a single word or phrase."
 MME_SUFFIX = " Please answer yes or no."
+FINE_DETAIL = "fine_detail"  # GQA question-file category (and "fd" id prefix) of the fine-line questions
+FINE_DETAIL_PER_SCENE = 4  # extra GQA scenes with fine lines per eval scene: enough questions for a clear rate
 
 
 def _scenes(writer, rng, spec, folder: str, stem, max_side: int | None = None, variant: int = 0):
@@ -93,21 +106,43 @@ def pope(writer, spec, rng) -> None:
         writer.write_json(f"eval/pope/coco/coco_pope_{category}.json", rows, jsonl=True)
 
 
+def _gqa_item(qid: str, image_id: str, rel: str, question: str, answer: str, detailed: str, category: str):
+    line = {"question_id": qid, "image": rel.removeprefix("images/"), "text": f"{question}\n{SHORT}",
+            "category": category}
+    annotation = {"imageId": image_id, "question": question, "answer": answer,
+                  "fullAnswer": f"The answer is {answer}.", "isBalanced": True,
+                  "types": {"structural": "query", "semantic": "attr", "detailed": detailed},
+                  "groups": {"global": None, "local": f"10q-{detailed}"}}
+    return line, annotation
+
+
 def gqa(writer, spec, rng) -> None:
+    """Colour/shape questions on the usual scenes, then the fine-line questions (category "fine_detail", ids
+    "fd..."): on every usual scene that has lines, and on FINE_DETAIL_PER_SCENE x eval_scenes extra large
+    scenes with the orientations alternating, so chance is 50%."""
     lines, annotations = [], {}
+
+    def add(*item) -> None:
+        line, annotation = _gqa_item(*item)
+        lines.append(line)
+        annotations[line["question_id"]] = annotation
+
     for i, (rel, scene, _) in enumerate(_scenes(writer, rng, spec, "gqa", lambda i: f"images/n{i:06d}")):
         shape = scene.shapes[0]
         for j, (question, answer, detailed) in enumerate((
             (f"What color is the {shape.shape}?", shape.colour, "color"),
             (f"What shape is {shape.colour}?", shape.shape, "shape"),
         )):
-            qid = f"{2013000 + 10 * i + j}"
-            lines.append({"question_id": qid, "image": rel.removeprefix("images/"), "text": f"{question}\n{SHORT}",
-                          "category": "default"})
-            annotations[qid] = {"imageId": f"n{i:06d}", "question": question, "answer": answer,
-                                "fullAnswer": f"The answer is {answer}.", "isBalanced": True,
-                                "types": {"structural": "query", "semantic": "attr", "detailed": detailed},
-                                "groups": {"global": None, "local": f"10q-{detailed}"}}
+            add(f"{2013000 + 10 * i + j}", f"n{i:06d}", rel, question, answer, detailed, "default")
+        if scene.lines:
+            add(f"fd{i:06d}", f"n{i:06d}", rel, FINE_LINES_QUESTION, scene.lines, "fineLines", FINE_DETAIL)
+    for k in range(FINE_DETAIL_PER_SCENE * spec.eval_scenes):
+        aw, ah = ASPECTS[k % len(ASPECTS)]
+        scale = int(rng.integers(FINE_LINES_MIN_SIDE, 2049)) / max(aw, ah)
+        image, scene = render_scene(rng, max(int(aw * scale), 8), max(int(ah * scale), 8), lines=LINES[k % 2])
+        rel = writer.write_scene(f"eval/gqa/images/fd{k:06d}", image, 0).removeprefix("eval/gqa/")
+        add(f"fd{spec.eval_scenes + k:06d}", f"fd{k:06d}", rel, FINE_LINES_QUESTION, scene.lines, "fineLines",
+            FINE_DETAIL)
     writer.write_json("eval/gqa/llava_gqa_testdev_balanced.jsonl", lines, jsonl=True)
     writer.write_json("eval/gqa/testdev_balanced_questions.json", annotations)
 

@@ -6,6 +6,11 @@ small six-digit code plus small coloured shapes sized relative to the *long* sid
 legible. Every aspect ratio the slicing must cope with appears (1:6 .. 6:1, photo and screen shapes,
 small images), and the files exercise the decoder paths (PNG, palette with transparency, EXIF-rotated
 JPEG).
+
+Scenes with a long side >= FINE_LINES_MIN_SIDE also carry a texture of fine lines over the whole background,
+horizontal or vertical, with an even integer period chosen so that pad336's downscale maps one period to at
+most 1.25 output pixels: the antialiased resize averages it to the same flat colour for both orientations,
+while UHD's slices (scale >= sqrt(6) x pad336's) keep >= 2.4 px periods. See benchmarks/fine_detail.py.
 """
 
 from __future__ import annotations
@@ -24,6 +29,10 @@ ASPECTS = [(4, 3), (16, 9), (1, 1), (9, 16), (3, 4), (1, 4), (4, 1), (6, 1), (1,
 COLOURS = {"red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 80, 220), "yellow": (235, 200, 30),
            "black": (20, 20, 20), "purple": (140, 60, 170), "orange": (245, 130, 20), "white": (250, 250, 250)}
 SHAPES = ("circle", "square", "triangle")
+LINES = ("horizontal", "vertical")
+FINE_LINES_MIN_SIDE = 1280  # below this no even period >= 4 px is both erased at 336 and kept by UHD's slices
+FINE_LINES_QUESTION = "Are the fine lines in the background horizontal or vertical?"
+FINE_LINES_AMPLITUDE = 40  # grey levels above/below the background: equal mean colour for both orientations
 TITLES = ("harbour", "market", "station", "garden", "museum", "library", "bakery", "stadium", "bridge", "forest")
 
 
@@ -51,6 +60,8 @@ class Scene:
     code: str  # small six digits: the fine detail
     code_box: tuple[int, int, int, int]
     shapes: tuple[PlacedShape, ...] = field(default=())
+    lines: str | None = None  # "horizontal" | "vertical": orientation of the fine background lines, None = none
+    line_period: int = 0  # pixels per on+off cycle of those lines
 
     @property
     def shape_names(self) -> set[str]:
@@ -75,6 +86,21 @@ def _background(rng: np.random.Generator, width: int, height: int) -> Image.Imag
     return Image.fromarray(low).resize((width, height), Image.Resampling.BICUBIC)
 
 
+def line_period(long_side: int) -> int:
+    """Largest even period (px) whose pad336 image is <= 1.25 output px: 4 at 1280-1612, 6 at 1613-2150."""
+    return 2 * int(1.25 * long_side / (2 * 336))
+
+
+def add_fine_lines(image: Image.Image, lines: str, period: int) -> Image.Image:
+    """Alternate +/- FINE_LINES_AMPLITUDE in bands of period/2 px (rows: horizontal, columns: vertical)."""
+    pixels = np.asarray(image, dtype=np.int16)
+    h, w = pixels.shape[:2]
+    coord = np.arange(h if lines == "horizontal" else w)
+    offset = np.where((coord // (period // 2)) % 2 == 0, FINE_LINES_AMPLITUDE, -FINE_LINES_AMPLITUDE)
+    offset = offset[:, None, None] if lines == "horizontal" else offset[None, :, None]
+    return Image.fromarray(np.clip(pixels + offset, 0, 255).astype(np.uint8))
+
+
 def _free_box(rng, width, height, w, h, taken) -> tuple[int, int, int, int]:
     """A random box of w x h inside the image that overlaps no earlier box (best effort)."""
     box = (0, 0, w, h)
@@ -97,10 +123,19 @@ def _draw_shape(draw: ImageDraw.ImageDraw, shape: str, box, colour) -> None:
         draw.polygon([((x0 + x1) // 2, y0), (x0, y1), (x1, y1)], fill=colour, outline=(0, 0, 0))
 
 
-def render_scene(rng: np.random.Generator, width: int, height: int) -> tuple[Image.Image, Scene]:
+def render_scene(rng: np.random.Generator, width: int, height: int,
+                 lines: str | None = None) -> tuple[Image.Image, Scene]:
+    """lines: force the fine-line orientation (balanced eval sets); None draws it (large scenes only)."""
     image = _background(rng, width, height)
-    draw = ImageDraw.Draw(image)
     long_side, short_side = max(width, height), min(width, height)
+    period = 0
+    if long_side >= FINE_LINES_MIN_SIDE:
+        drawn = LINES[int(rng.integers(len(LINES)))]  # always drawn, so forcing keeps the stream aligned
+        lines, period = lines or drawn, line_period(long_side)
+        image = add_fine_lines(image, lines, period)
+    else:
+        lines = None
+    draw = ImageDraw.Draw(image)
     title = TITLES[int(rng.integers(len(TITLES)))]
     title_font = font(max(10, min(short_side // 5, long_side // 8)))
     tw, th = draw.textbbox((0, 0), title, font=title_font)[2:]
@@ -123,7 +158,7 @@ def render_scene(rng: np.random.Generator, width: int, height: int) -> tuple[Ima
         _draw_shape(draw, str(shape), box, COLOURS[colour])
         taken.append(box)
         shapes.append(PlacedShape(str(shape), colour, box))
-    return image, Scene(width, height, title, code, code_box, tuple(shapes))
+    return image, Scene(width, height, title, code, code_box, tuple(shapes), lines, period)
 
 
 def encode_image_file(image: Image.Image, variant: int) -> tuple[bytes, str]:

@@ -7,12 +7,23 @@ import io
 import json
 from collections import Counter
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
 from components.data.synthetic import SyntheticSpec, build_synthetic
+from components.data.synthetic_eval import FINE_DETAIL_PER_SCENE
+from components.data.synthetic_images import (
+    FINE_LINES_MIN_SIDE,
+    FINE_LINES_QUESTION,
+    LINES,
+    line_period,
+    render_scene,
+)
 from components.slicing.headers import read_header
+from components.slicing.pixels import encode_image
+from components.slicing.strategies import plan_layout
 
 SPEC = SyntheticSpec(seed=3, train_scenes=12, eval_scenes=4, easy_vqa_images=4)
 
@@ -133,3 +144,45 @@ def test_mmbench_circular_passes(root, name):
         assert len(passes) == 4 and len(truths) == 1  # every pass points at the same option text
     image = Image.open(io.BytesIO(base64.b64decode(rows[0]["image"])))
     assert image.format == "JPEG" and max(image.size) <= 768
+
+
+def test_fine_detail_questions_in_gqa_and_finetune(root):
+    """The fine-line questions: balanced in GQA (chance 50%), only on large images, asked in fine-tuning."""
+    ev = root / "eval/gqa"
+    gqa = jsonl(ev / "llava_gqa_testdev_balanced.jsonl")
+    gold = json.loads((ev / "testdev_balanced_questions.json").read_text())
+    fine = [q for q in gqa if q["category"] == "fine_detail"]
+    assert all(q["question_id"].startswith("fd") for q in fine)
+    assert not any(q["question_id"].startswith("fd") for q in gqa if q["category"] != "fine_detail")
+    assert len(fine) >= FINE_DETAIL_PER_SCENE * SPEC.eval_scenes
+    answers = Counter(gold[q["question_id"]]["answer"] for q in fine)
+    assert set(answers) == set(LINES) and abs(answers["horizontal"] - answers["vertical"]) <= SPEC.eval_scenes
+    assert all(q["text"] == f"{FINE_LINES_QUESTION}\nAnswer the question using a single word or phrase."
+               for q in fine)
+    assert all(max(Image.open(ev / "images" / q["image"]).size) >= FINE_LINES_MIN_SIDE for q in fine)
+    samples = json.loads((root / "llava_v1_5_mix665k.json").read_text())
+    asked = [t for s in samples for h, a in zip(s["conversations"][::2], s["conversations"][1::2], strict=True)
+             for t in [(h["value"], a["value"])] if FINE_LINES_QUESTION in t[0]]
+    assert asked and {a for _, a in asked} <= set(LINES)
+    captions = json.loads((root / "llava_pretrain/blip_laion_cc_sbu_558k.json").read_text())
+    assert any(f"fine {o} lines" in c["conversations"][1]["value"] for c in captions for o in LINES)
+
+
+@pytest.mark.parametrize("long_side", [FINE_LINES_MIN_SIDE, 1612, 1613, 2048])
+def test_line_period_is_erased_at_336_and_at_least_4px(long_side):
+    period = line_period(long_side)
+    assert period % 2 == 0 and period >= 4 and period * 336 / long_side <= 1.25
+
+
+@pytest.mark.parametrize("size", [(1400, 1050), (2048, 2048), (2048, 341)])
+def test_fine_lines_survive_uhd_slices_but_not_pad336(size):
+    """The information is physically gone at 336x336 (both orientations average to the same flat colour) and
+    kept in UHD's slices: RMS difference of the encodings of one scene drawn with either orientation."""
+    def rms(strategy, preset):
+        layout = plan_layout(*size, strategy, preset)
+        enc = [encode_image(render_scene(np.random.default_rng(7), *size, lines=o)[0], layout) for o in LINES]
+        pick = [list(e.slices) if layout.slices else [e.overview] for e in enc]
+        return float(np.sqrt(np.mean([np.mean((a - b) ** 2) for a, b in zip(*pick, strict=True)])))
+
+    assert rms("pad336", "pad336") < 0.03  # lines of +/-0.58 (normalized) leave < 5% of their amplitude
+    assert rms("uhd", "uhd-arxiv") > 0.3
