@@ -91,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     shutil.rmtree(args.out, ignore_errors=True)  # a DVC run starts fresh; `uhd evaluate --out` elsewhere resumes
     suite = run_suite(model, tokenizer, eval_root, args.out, plan, model_id=pointer.get("model_uri") or "llava-uhd")
     prov = provenance(pointer, sha, model, params, plan, eval_root)
-    metrics = write_reports(suite, prov, args.reports, label=f"this run ({params.data.source}, {model.config.strategy})")
+    label = f"this run ({params.data.source}, {model.config.strategy})"
+    metrics = write_reports(suite, prov, args.reports, label=label)
     if not args.no_mlflow:
         prov["evaluate_run_id"] = log_to_mlflow(params, metrics, prov, Path(args.reports))
     print((Path(args.reports) / "results.md").read_text())

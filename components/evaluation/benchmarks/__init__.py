@@ -11,6 +11,7 @@ from pathlib import Path
 
 from .choice import MMBench, ScienceQA, mmbench_prompt, read_mmbench_tsv
 from .common import BenchmarkMissing, IncompletePredictions, Question
+from .server import VizWiz, VQAv2
 from .vqa import (
     GQA,
     TextVQA,
@@ -20,7 +21,6 @@ from .vqa import (
     write_vizwiz_submission,
     write_vqav2_submission,
 )
-from .server import VizWiz, VQAv2
 from .yesno import MME, POPE
 
 ADAPTERS = {a.name: a for a in (TextVQA(), POPE(), GQA(), MME(), ScienceQA(), MMBench("en"), MMBench("cn"), VQAv2(),
@@ -39,7 +39,8 @@ def load_benchmark(name: str, eval_root: str | Path, num_beams: int | None = Non
 
 
 __all__ = [
-    "ADAPTERS", "GQA", "MME", "VQAv2", "VizWiz", "POPE", "BenchmarkMissing", "IncompletePredictions", "MMBench", "Question", "ScienceQA",
+    "ADAPTERS", "GQA", "MME", "VQAv2", "VizWiz", "POPE", "BenchmarkMissing", "IncompletePredictions", "MMBench",
+    "Question", "ScienceQA",
     "TextVQA", "benchmark_root", "load_benchmark", "mmbench_prompt", "read_answers_lines", "read_mmbench_tsv",
     "vizwiz_submission", "vqav2_submission", "write_vizwiz_submission", "write_vqav2_submission",
 ]
