@@ -1,11 +1,26 @@
 import json
 import os
+import secrets
+import tempfile
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def _private_ray_token() -> None:
+    """Ray's token auth is on by default and the first local `ray.init` writes ~/.ray/auth_token. On a fresh
+    machine two xdist workers starting Ray at once race on that file (one cluster ends up with the other's
+    token: "InvalidAuthToken"). Each test process gets its own token file instead; subprocesses inherit it."""
+    if "RAY_AUTH_TOKEN_PATH" not in os.environ:
+        path = Path(tempfile.mkdtemp(prefix="ray-token-")) / "auth_token"
+        path.write_text(secrets.token_hex(32))
+        os.environ["RAY_AUTH_TOKEN_PATH"] = str(path)
+
+
+_private_ray_token()
 
 REPO = Path(__file__).resolve().parents[1]
 

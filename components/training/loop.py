@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import socket
 import time
 from collections.abc import Callable
@@ -62,6 +63,11 @@ class TrainConfig:
     save_every: int = 0  # optimizer steps between checkpoints; 0 = only at the end
     resume: bool = False
     stop_after: int | None = None  # simulate a crash: return after this many steps (the schedule keeps `steps`)
+    architecture: str = "tiny"  # tiny | a components/model/architectures.py MODELS name (llava-uhd-7b, -13b)
+    vision_weights: str = ""  # paper scale: save_pretrained dir or hub id loaded into the vision tower
+    llm_weights: str = ""  # paper scale: save_pretrained dir or hub id loaded as the language model
+    gradient_checkpointing: bool = False
+    tune_vision: bool = False  # finetune also trains the ViT
     vision_hidden: int = 32  # tiny model sizes (components/model/tiny.py)
     vision_layers: int = 2
     llm_hidden: int = 64
@@ -91,25 +97,67 @@ def load_tokenizer(kind: str, asset_dir: str):
     return tok
 
 
-def build_model(cfg: TrainConfig, tokenizer):
-    from components.model.modeling import LlavaUhdForConditionalGeneration, separator_token_ids
+def model_config(cfg: TrainConfig, tokenizer):
+    """The LlavaUhdConfig of `cfg.architecture`: tiny sizes, or a paper spec's CLIP + Vicuna configs (built in code,
+    never fetched) with the vocabulary of `tokenizer` (Vicuna's 32000 + the <image> token)."""
+    from components.model.modeling import LlavaUhdConfig, separator_token_ids
     from components.model.tiny import tiny_llava_uhd_config
 
+    image_id, separators = tokenizer.convert_tokens_to_ids("<image>"), separator_token_ids(tokenizer)
+    common = {"compressor": cfg.compressor, "strategy": cfg.strategy, "preset": cfg.preset,
+              "spatial_schema": cfg.spatial_schema}
+    if cfg.architecture == "tiny":
+        config = tiny_llava_uhd_config(len(tokenizer), image_id, separators, vision_hidden=cfg.vision_hidden,
+                                       vision_layers=cfg.vision_layers, llm_hidden=cfg.llm_hidden,
+                                       llm_layers=cfg.llm_layers, **common)
+        config.tune_vision = cfg.tune_vision
+        return config
+    from components.model.architectures import get_model_spec
+
+    spec = get_model_spec(cfg.architecture)
+    text = spec.llm.to_dict() | {"vocab_size": len(tokenizer)}
+    return LlavaUhdConfig(vision_config=spec.vision.to_dict(), text_config=text, **common,
+                          vision_feature_layer=spec.vision_feature_layer, tune_vision=cfg.tune_vision,
+                          image_token_id=image_id, slice_separator_id=separators[0], row_separator_id=separators[1],
+                          tie_word_embeddings=False)
+
+
+def _load_pretrained(model, cfg: TrainConfig, vocab_size: int) -> None:
+    """Paper scale: the released CLIP and Vicuna weights (safetensors only: no pickles from outside)."""
+    from transformers import AutoModelForCausalLM, CLIPVisionModel
+
+    if cfg.vision_weights:
+        tower = model.vision_tower.model
+        state = CLIPVisionModel.from_pretrained(cfg.vision_weights, use_safetensors=True).state_dict()
+        missing, unexpected = tower.load_state_dict(state, strict=False)
+        kept = len(getattr(tower, "vision_model", tower).encoder.layers)  # the tower is cut after its feature layer
+        layer = [re.search(r"encoder\.layers\.(\d+)\.", k) for k in unexpected]
+        extra = [k for k, m in zip(unexpected, layer, strict=True) if m is None or int(m.group(1)) < kept]
+        if missing or extra:
+            raise ValueError(f"{cfg.vision_weights} does not fit the tower: missing {missing}, unexpected {extra}")
+    if cfg.llm_weights:
+        llm = AutoModelForCausalLM.from_pretrained(cfg.llm_weights, use_safetensors=True)
+        llm.resize_token_embeddings(vocab_size)  # + <image>
+        model.language_model = llm
+
+
+def build_model(cfg: TrainConfig, tokenizer):
+    from components.model.modeling import LlavaUhdForConditionalGeneration
+
     torch.manual_seed(cfg.seed)
-    config = tiny_llava_uhd_config(len(tokenizer), tokenizer.convert_tokens_to_ids("<image>"),
-                                   separator_token_ids(tokenizer), compressor=cfg.compressor, strategy=cfg.strategy,
-                                   preset=cfg.preset, spatial_schema=cfg.spatial_schema,
-                                   vision_hidden=cfg.vision_hidden, vision_layers=cfg.vision_layers,
-                                   llm_hidden=cfg.llm_hidden, llm_layers=cfg.llm_layers)
-    model = LlavaUhdForConditionalGeneration(config)
+    model = LlavaUhdForConditionalGeneration(model_config(cfg, tokenizer))
     if cfg.init_from:
         from safetensors.torch import load_file
 
         state = load_file(str(Path(cfg.init_from) / "model.safetensors"))
         model.load_state_dict(state, strict=True)  # a different compressor or size is an error, not a warning
-    trainable = TRAINABLE[cfg.stage]
+    elif cfg.architecture != "tiny":
+        _load_pretrained(model, cfg, len(tokenizer))
+    trainable = TRAINABLE[cfg.stage] + (("vision_tower",) if cfg.tune_vision and cfg.stage == "finetune" else ())
     for name, param in model.named_parameters():
         param.requires_grad_(name.split(".")[0] in trainable)
+    if cfg.gradient_checkpointing:  # non-reentrant: works with the frozen embeddings of pretraining
+        model.activation_checkpointing_enable({"use_reentrant": False})
     return model
 
 
