@@ -78,46 +78,41 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
 
 
 # -- the pyfunc ------------------------------------------------------------------------------------------
+PREDICT_DEFAULTS = {"max_new_tokens": 32, "num_beams": 1, "batch_size": 8}  # predict's params
+
+
 class LlavaUhdPyfunc(mlflow.pyfunc.PythonModel):
-    """Loads `LlavaUhdForConditionalGeneration.from_pretrained(artifacts["model"])` (+ the tokenizer)."""
+    """Loads `LlavaUhdForConditionalGeneration.from_pretrained(artifacts["model"])` (+ the tokenizer) and answers
+    through `components.inference.UhdModel`, i.e. the evaluation runner's prompt and generation."""
 
     def load_context(self, context) -> None:
-        import components.model  # noqa: F401  (registers the classes with the Auto API)
-        from components.model.modeling import LlavaUhdForConditionalGeneration
+        from components.inference import load_dir
 
-        self.model = LlavaUhdForConditionalGeneration.from_pretrained(context.artifacts["model"]).eval()
-        self.tokenizer = None
         tok_dir = context.artifacts.get("tokenizer")
-        if tok_dir:
-            from components.training.loop import load_tokenizer
-
-            kind = (context.model_config or {}).get("tokenizer", "llama")
-            self.tokenizer = load_tokenizer(kind, tok_dir)
+        kind = (context.model_config or {}).get("tokenizer", "llama")
+        self.uhd = load_dir(context.artifacts["model"], kind, tok_dir)
+        self.model, self.tokenizer = self.uhd.model, self.uhd.tokenizer
 
     def predict(self, context, model_input, params: dict | None = None) -> list[str]:
-        import torch
-        from PIL import Image
-
-        from components.data.conversation import VICUNA_V1_SYSTEM
-        from components.model.processor import UhdProcessor
-
+        """One answer per row of `image_path` (path, or None/"" for text-only) and `question`.
+        params (PREDICT_DEFAULTS): max_new_tokens, num_beams, batch_size (batched answers equal batch size 1)."""
         if self.tokenizer is None:
             raise RuntimeError("this model was logged without a tokenizer directory: predict needs one")
-        max_new_tokens = int((params or {}).get("max_new_tokens", 32))
-        processor = UhdProcessor(self.tokenizer, self.model)
-        tok = self.tokenizer
-        pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-        answers = []
-        for row in model_input.to_dict("records"):  # one at a time: images differ in slice count
-            image = row.get("image_path")
-            has_image = isinstance(image, str) and bool(image)
-            text = f"{VICUNA_V1_SYSTEM} USER: {'<image>' + chr(10) if has_image else ''}{row['question']} ASSISTANT:"
-            batch = processor([text], [[Image.open(image).convert("RGB")]] if has_image else None)
-            with torch.no_grad():
-                out = self.model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
-                                          pad_token_id=pad, eos_token_id=tok.eos_token_id)
-            answers.append(tok.decode(out[0, batch["input_ids"].shape[1]:], skip_special_tokens=True).strip())
-        return answers
+        params = {**PREDICT_DEFAULTS, **(params or {})}
+        rows = model_input.to_dict("records")
+        return self.uhd.answer_batch(rows, batch_size=int(params["batch_size"]),
+                                     max_new_tokens=int(params["max_new_tokens"]), num_beams=int(params["num_beams"]))
+
+
+def pyfunc_signature():
+    """Inputs (image_path optional, question), one string per row out, and predict's params: without a params
+    schema MLflow drops the params a caller passes (it only warns 'Ignoring provided params')."""
+    from mlflow.models.signature import ModelSignature
+    from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
+
+    inputs = Schema([ColSpec("string", "image_path", required=False), ColSpec("string", "question")])
+    params = ParamSchema([ParamSpec(key, "long", value) for key, value in PREDICT_DEFAULTS.items()])
+    return ModelSignature(inputs=inputs, outputs=Schema([ColSpec("string")]), params=params)
 
 
 def log_pyfunc_model(model_dir: str | Path, tokenizer_dir: str | Path | None = None, tokenizer: str = "llama",
@@ -129,7 +124,8 @@ def log_pyfunc_model(model_dir: str | Path, tokenizer_dir: str | Path | None = N
         artifacts["tokenizer"] = str(tokenizer_dir)
     return mlflow.pyfunc.log_model(name=name, python_model=LlavaUhdPyfunc(), artifacts=artifacts,
                                    model_config={"tokenizer": tokenizer}, code_paths=code_paths,
-                                   registered_model_name=registered_model_name, pip_requirements=[])
+                                   signature=pyfunc_signature(), registered_model_name=registered_model_name,
+                                   pip_requirements=[])
 
 
 # -- one run per stage -----------------------------------------------------------------------------------

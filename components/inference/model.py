@@ -1,0 +1,123 @@
+"""`UhdModel`: a loaded LLaVA-UHD + tokenizer answering questions about images.
+
+Prompting and generation are the evaluation runner's (`components.evaluation.runner.generate_batch`: vicuna_v1
+prompt, left-padded batches through `UhdProcessor`, greedy by default), so an answer here is the answer the
+benchmarks score, and the MLflow pyfunc answers through this class too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+
+from components.evaluation.benchmarks.common import Question
+from components.evaluation.runner import generate_batch
+from components.model.processor import UhdProcessor
+from components.slicing.pixels import load_image
+
+DEFAULT_MAX_NEW_TOKENS = 32
+
+
+@dataclass(frozen=True)
+class LayoutSummary:
+    """How an image is cut for the model: grid (cols, rows), slice count and the visual tokens the LLM sees."""
+
+    size: tuple[int, int]
+    grid: tuple[int, int]
+    slices: int
+    num_tokens: int
+    layout: Any  # the full Layout / AnyresLayout (components.slicing.overlay.describe prints it)
+
+    def line(self) -> str:
+        return (f"{self.size[0]}x{self.size[1]}: grid {self.grid[0]}x{self.grid[1]} (cols x rows), "
+                f"{self.slices} slices + overview, {self.num_tokens} visual tokens")
+
+
+def load_tokenizer_for(model, kind: str, tokenizer_dir: str | Path):
+    """The training tokenizer (+ `<image>`), checked against the model so a wrong pairing fails loudly."""
+    from components.training.loop import load_tokenizer
+
+    tok = load_tokenizer(kind, str(tokenizer_dir))
+    image_id = tok.convert_tokens_to_ids("<image>")
+    if image_id != model.config.image_token_id:
+        raise ValueError(f"tokenizer {kind!r} at {tokenizer_dir} gives <image> id {image_id}, the model expects "
+                         f"{model.config.image_token_id}: it is not the tokenizer this model was trained with")
+    return tok
+
+
+def load_dir(model_dir: str | Path, tokenizer: str | None, tokenizer_dir: str | Path | None,
+             device: str | torch.device = "cpu", source: str | None = None) -> UhdModel:
+    """A `save_pretrained` directory + the tokenizer asset dir (None: a model that can plan layouts but not answer)."""
+    import components.model  # noqa: F401  (registers the classes with the Auto API)
+    from components.model.modeling import LlavaUhdForConditionalGeneration
+
+    model = LlavaUhdForConditionalGeneration.from_pretrained(str(model_dir)).to(device).eval()
+    tok = load_tokenizer_for(model, tokenizer or "llama", tokenizer_dir) if tokenizer_dir else None
+    return UhdModel(model, tok, source=source or str(model_dir))
+
+
+def _image(value) -> Any:
+    """A path, a PIL image or None (text-only); empty strings and NaN from DataFrames count as None."""
+    if isinstance(value, Image.Image | Path):
+        return value
+    return value if isinstance(value, str) and value else None
+
+
+def _item(item) -> tuple[Any, str]:
+    if isinstance(item, Mapping):
+        return _image(item.get("image", item.get("image_path"))), str(item["question"])
+    image, question = item
+    return _image(image), str(question)
+
+
+class UhdModel:
+    """`answer(image, question)` and `answer_batch([(image, question), ...])` over one model + tokenizer."""
+
+    def __init__(self, model, tokenizer, source: str = ""):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.source = source  # where it was loaded from, for messages and answers files
+
+    @property
+    def processor(self) -> UhdProcessor:
+        if self.tokenizer is None:
+            raise RuntimeError(f"model {self.source or ''} has no tokenizer: answering needs one")
+        return UhdProcessor(self.tokenizer, self.model)
+
+    def layout(self, image) -> LayoutSummary:
+        """The slice plan the model uses for this image (the processor's own, by construction)."""
+        picture = image if isinstance(image, Image.Image) else load_image(image)
+        lay = self.model.plan(*picture.size)
+        slices = getattr(lay, "n_slices", None)
+        if slices is None:  # AnyRes: crops of the grid, without the base image
+            slices = lay.num_crops - 1
+        return LayoutSummary(picture.size, tuple(lay.grid), int(slices), int(lay.num_tokens), lay)
+
+    def answer(self, image, question: str, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, num_beams: int = 1) -> str:
+        return self.answer_batch([(image, question)], 1, max_new_tokens, num_beams)[0]
+
+    def answer_batch(self, items: Iterable, batch_size: int = 8, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+                     num_beams: int = 1) -> list[str]:
+        """One answer per item, in order. An item is `(image, question)` or `{"image"|"image_path", "question"}`;
+        image is a path, a PIL image or None (text-only)."""
+        if batch_size < 1:
+            raise ValueError("batch_size must be >= 1")
+        questions = [Question(i, image, text, max_new_tokens, num_beams)
+                     for i, (image, text) in enumerate(map(_item, items))]
+        processor = self.processor
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            return [text for start in range(0, len(questions), batch_size)
+                    for text in self._generate(processor, questions[start:start + batch_size])]
+        finally:
+            self.model.train(was_training)
+
+    def _generate(self, processor: UhdProcessor, questions: Sequence[Question]) -> list[str]:
+        q = questions[0]
+        return generate_batch(self.model, processor, questions, q.max_new_tokens, q.num_beams)
