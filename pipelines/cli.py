@@ -52,6 +52,7 @@ FORWARDED = {
     "flops": ("flops_cli", "inference TFLOPs, parameters and training memory per model and image size"),
     "submit": ("submit", "`uhd submit --address http://HEAD:8265 --stage finetune`: run a training stage as a Ray job"),
     "evaluate": ("evaluate", "run the evaluate stage (benchmarks -> reports/eval)"),
+    "register": ("register", "run the register stage (candidate alias; champion only through the gates)"),
     "promote": ("promote", "`uhd promote [--version N] --reason TEXT`: move the registry alias `champion`"),
     "rollback": ("rollback", "`uhd rollback --reason TEXT`: give `champion` back to the previous champion"),
     "infer": ("infer", "`uhd infer IMAGE \"question\" [--model models:/llava-uhd@champion | RUN | DIR]`"),

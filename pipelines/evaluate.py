@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from components.config import load_params
 from components.evaluation.report import write_reports
 from components.evaluation.suite import TEMPLATE, EvalPlan, run_suite
 from components.tracking.mlflow_logging import resolve_tracking_uri, sha256_file
+from components.tracking.registry import git_commit
 
 EVAL_ROOTS = {"synthetic": "data/raw/synthetic/eval", "hub": "data/raw/eval_llava_bundle/eval"}
 
@@ -37,13 +37,6 @@ def load_evaluated_model(model_dir: Path, pointer: dict, params):
     return model, load_tokenizer(params.model.tokenizer, params.model.tokenizer_dir), sha
 
 
-def _git_commit() -> str | None:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
-
-
 def provenance(pointer: dict, sha: str, model, params, plan: EvalPlan, eval_root: str) -> dict:
     cfg = model.config
     return {"model_uri": pointer.get("model_uri"), "model_sha256": sha, "mlflow_run_id": pointer.get("mlflow_run_id"),
@@ -51,7 +44,7 @@ def provenance(pointer: dict, sha: str, model, params, plan: EvalPlan, eval_root
             "decoding": plan.decoding, "num_beams_override": plan.num_beams, "max_new_tokens": plan.max_new_tokens,
             "pre_resize": plan.pre_resize, "slicing": {"strategy": cfg.strategy, "preset": cfg.preset},
             "compressor": cfg.compressor, "spatial_schema": bool(cfg.spatial_schema), "eval_root": eval_root,
-            "data_source": params.data.source, "git_commit": _git_commit()}
+            "data_source": params.data.source, "git_commit": git_commit()}
 
 
 def log_to_mlflow(params, metrics: dict, prov: dict, reports: Path) -> str:
