@@ -25,6 +25,10 @@ from components.training.ray_trainer import RaySettings, fit, read_steps
 from components.training.submit import SubmitSpec, is_job_address
 from components.training.submit import run as run_job
 
+# Throughput figures of the run (components/training/throughput.py) copied into reports/train/<stage>_metrics.json.
+RATES = ("tokens_per_s", "visual_tokens_per_s", "text_tokens_per_s", "samples_per_s", "tflops_per_s", "mfu",
+         "peak_memory_mib")
+
 
 def build_config(params, stage: str, args) -> TrainConfig:
     """Paths are absolute: Ray workers do not run in the repository root."""
@@ -123,9 +127,9 @@ def main(argv: list[str] | None = None) -> int:
     steps = read_steps(storage, args.stage)
     losses = loop_metrics.get("losses") or [s["loss"] for s in steps]
     lrs = loop_metrics.get("lrs") or [s["lr"] for s in steps]
-    summary = {"tokens_per_s": loop_metrics.get("tokens_per_s") or result.metrics.get("tokens_per_s"),
-               "wall_seconds": round(wall, 2), "mlflow_run_id": result.mlflow_run_id,
-               "model_sha256": pointer["model_sha256"]}
+    rates = {k: loop_metrics.get(k, result.metrics.get(k)) for k in RATES}
+    summary = {**{k: round(v, 4) for k, v in rates.items() if v is not None}, "wall_seconds": round(wall, 2),
+               "mlflow_run_id": result.mlflow_run_id, "model_sha256": pointer["model_sha256"]}
     print(json.dumps(write_reports(args.reports, args.stage, losses, lrs, summary), indent=2))
     return 0
 

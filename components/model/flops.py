@@ -284,6 +284,35 @@ def flops_breakdown(
     )
 
 
+# ---------------------------------------------------------------------------------------------------
+# Training: FLOPs of a step, for tokens/s -> MFU
+
+# Dense bf16 peak TFLOPs per GPU (vendor figures, no sparsity), by a substring of torch.cuda.get_device_name().
+PEAK_BF16_TFLOPS = {"A100": 312.0, "H100": 989.0, "H200": 989.0, "L40S": 362.0, "A10G": 70.0}
+
+
+def peak_tflops(device_name: str) -> float | None:
+    """The dense bf16 peak of a known GPU; None for CPUs and unknown devices (then no MFU is reported)."""
+    return next((v for k, v in PEAK_BF16_TFLOPS.items() if k in device_name), None)
+
+
+def training_step_flops(llm: PretrainedConfig, vision: PretrainedConfig, vision_layers: int, vision_has_cls: bool,
+                        sequence_lengths: list[int], image_patches: list[int], llm_trainable: bool,
+                        vision_trainable: bool) -> int:
+    """Model FLOPs of one optimizer micro-step: forward + backward of the LLM over each sequence and of the vision
+    tower over each encoded image. A projection's backward costs 2x its forward with weight gradients and 1x
+    without (a frozen LLM still back-propagates to the compressor before it); attention scores have no weights, so
+    their backward is always 2x; a frozen tower runs forward only. The compressor is left out (under 1% of a step
+    at paper scale), so MFU errs low."""
+    llm_factor, vision_factor = (3 if llm_trainable else 2), (3 if vision_trainable else 1)
+    text = 0
+    for n in sequence_lengths:
+        linear, attention, logits = llm_flops(llm, n)
+        text += 3 * attention + llm_factor * (linear + logits)
+    images = sum(vit_flops(vision, patches, vision_has_cls, vision_layers) for patches in image_patches)
+    return text + vision_factor * images
+
+
 def inference_tflops(
     model: str,
     width: int,
@@ -471,6 +500,8 @@ __all__ = [
     "llm_flops",
     "max_micro_batch",
     "paper_comparison",
+    "peak_tflops",
     "training_memory_gb",
+    "training_step_flops",
     "vit_flops",
 ]

@@ -27,6 +27,7 @@ from . import deepspeed_config
 from .collate import Collate
 from .dataset import TrainingSet
 from .sampler import LengthGroupedBatchSampler
+from .throughput import Throughput
 
 TRAINABLE = {"pretrain": ("compressor", "image_newline"), "finetune": ("compressor", "image_newline", "language_model")}
 
@@ -79,7 +80,7 @@ class TrainConfig:
 @dataclass
 class TrainHooks:
     """Launcher hooks. resume_dir: load its `latest` checkpoint (whatever cfg.resume says); on_step(step,
-    metrics) after every optimizer step (metrics: loss, lr, tokens_per_s); save(engine, step, client_state)
+    metrics) after every optimizer step (metrics: loss, lr and the Throughput rates); save(engine, step, client_state)
     replaces the default `engine.save_checkpoint(output_dir/checkpoints, tag=step<N>)` and returns a tag."""
 
     resume_dir: str | None = None
@@ -238,7 +239,7 @@ def train(cfg: TrainConfig, hooks: TrainHooks | None = None) -> dict:
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
     batches = _batches(dataset, sampler, Collate(pad), cfg.num_workers)
     dtype = next(engine.module.parameters()).dtype
-    losses, lrs, saved, tokens, t0 = [], [], [], 0, time.perf_counter()
+    losses, lrs, saved, meter = [], [], [], Throughput(engine.module, engine.device)
     stop = cfg.steps if cfg.stop_after is None else min(cfg.steps, cfg.stop_after)
     engine.train()
     while step < stop:
@@ -246,7 +247,7 @@ def train(cfg: TrainConfig, hooks: TrainHooks | None = None) -> dict:
         micro_losses = []
         for _ in range(accumulation):
             batch, sampler_state = next(batches)
-            tokens += int(batch["attention_mask"].sum())
+            meter.add(batch)
             loss = engine(**_to_device(batch, engine.device, dtype)).loss
             engine.backward(loss)
             engine.step()
@@ -254,8 +255,7 @@ def train(cfg: TrainConfig, hooks: TrainHooks | None = None) -> dict:
         step += 1
         losses.append(sum(micro_losses) / len(micro_losses))
         if hooks.on_step is not None:
-            so_far = time.perf_counter() - t0
-            hooks.on_step(step, {"loss": losses[-1], "lr": lrs[-1], "tokens_per_s": tokens / so_far if so_far else 0.0})
+            hooks.on_step(step, {"loss": losses[-1], "lr": lrs[-1], **meter.snapshot()})
         if (cfg.save_every and step % cfg.save_every == 0) or step == cfg.steps:
             client = {"step": step, "sampler": sampler_state, "rng": _rng_state(), "config": asdict(cfg)}
             if hooks.save is not None:
@@ -263,8 +263,8 @@ def train(cfg: TrainConfig, hooks: TrainHooks | None = None) -> dict:
             else:
                 engine.save_checkpoint(str(ckpt_dir), tag=f"step{step}", client_state=client)
                 saved.append(f"step{step}")
-    elapsed = time.perf_counter() - t0
+    rates = meter.snapshot()
     return {"losses": losses, "lrs": lrs, "steps": step, "checkpoints": saved, "resumed_from": resumed_from,
-            "gradient_accumulation": accumulation, "bf16": ds_config["bf16"]["enabled"], "seconds": elapsed,
-            "tokens_per_s": tokens / elapsed if elapsed else None, "data": dataset.stats(),
+            "gradient_accumulation": accumulation, "bf16": ds_config["bf16"]["enabled"],
+            "seconds": time.perf_counter() - meter.t0, **rates, "data": dataset.stats(),
             "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad)}

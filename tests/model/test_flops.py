@@ -24,7 +24,9 @@ from components.model.flops import (
     inference_tflops,
     llm_flops,
     paper_comparison,
+    peak_tflops,
     training_memory_gb,
+    training_step_flops,
     vit_flops,
 )
 from components.slicing import plan_slices
@@ -276,3 +278,33 @@ def test_cli_tables(capsys):
     out = capsys.readouterr().out
     assert "llava-1.5-7b" in out and "ZeRO" in out and "6,738,415,616" in out
     assert main(["--sizes", "12by4"]) == 2
+
+
+def _counted_train_step(model, **inputs) -> int:
+    with FlopCounterMode(display=False) as counter:
+        model(**inputs).logits.float().sum().backward()
+    return counter.get_total_flops()
+
+
+@pytest.mark.parametrize("llm_trainable", [True, False])
+def test_training_step_flops_match_the_counter_forward_and_backward(llm_trainable):
+    """A trainable LLM's projections cost 3x their forward (activation + weight gradients), a frozen one's 2x (the
+    gradient still flows back to the compressor's outputs, here inputs_embeds); attention scores 3x either way.
+    The formula counts causal attention, the counter the full score matrix: with that added back they are equal."""
+    cfg = LlamaConfig(hidden_size=64, intermediate_size=160, num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=2, vocab_size=100, tie_word_embeddings=False)
+    cfg._attn_implementation = "eager"
+    model = LlamaForCausalLM(cfg).requires_grad_(llm_trainable)
+    embeds = torch.randn(2, 12, 64, requires_grad=True)
+    counted = _counted_train_step(model, inputs_embeds=embeds)
+    vision = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2)
+    formula = training_step_flops(cfg, vision, 2, True, [12, 12], [], llm_trainable, False)
+    masked = 2 * 3 * (llm_flops(cfg, 12, attention="full")[1] - llm_flops(cfg, 12, attention="causal")[1])
+    assert formula + masked == counted
+    assert training_step_flops(cfg, vision, 2, True, [12], [16], llm_trainable, False) == (
+        formula // 2 + vit_flops(vision, 16, cls_token=True, layers=2))  # a frozen tower: forward only
+
+
+def test_peak_tflops_known_gpus_only():
+    assert peak_tflops("NVIDIA A100-SXM4-80GB") == 312.0 and peak_tflops("NVIDIA H200") == 989.0
+    assert peak_tflops("cpu") is None and peak_tflops("Some Future GPU") is None

@@ -30,6 +30,11 @@ def test_loss_falls_and_resume_repeats_the_uninterrupted_run(tiny_data, tmp_path
     full = train(config(tiny_data, tmp_path / "full"))
     assert full["steps"] == 8 and full["checkpoints"] == ["step4", "step8"] and full["gradient_accumulation"] == 2
     assert full["data"] == {"samples": 18, "skipped": {}, "truncated": 0}
+    # throughput: 8 steps x global batch 4 samples; visual + text = all tokens; no MFU without a known peak (CPU)
+    assert full["samples_per_s"] * full["seconds"] == pytest.approx(32, rel=0.05)
+    assert full["visual_tokens_per_s"] + full["text_tokens_per_s"] == pytest.approx(full["tokens_per_s"])
+    assert full["visual_tokens_per_s"] > 0 and full["tflops_per_s"] > 0 and full["peak_memory_mib"] > 100
+    assert "mfu" not in full
     losses = full["losses"]
     assert sum(losses[-2:]) / 2 < sum(losses[:2]) / 2 - 0.2, losses
 
