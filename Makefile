@@ -15,7 +15,7 @@ export RAY_USAGE_STATS_ENABLED := 0
 export DS_ACCELERATOR := cpu
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: install demo test test-fast lint bench clean
+.PHONY: install demo paper test test-fast lint bench clean
 
 install: $(VENV)/.installed
 
@@ -28,13 +28,24 @@ $(VENV)/.installed: pyproject.toml requirements.lock
 demo: install
 	dvc repro
 	@echo
-	dvc metrics show
+	@sed -n '1,5p' reports/eval/results.md
+	@echo
+	@$(PY) -m pipelines.register --summary-only
 	@echo
 	@echo "Layouts table: data/layouts/layouts.parquet   plots: reports/layouts/distributions.png"
 	@echo "Validation report: reports/validate/<set>/gx_report.html   quarantine: data/quarantine/"
 	@echo "Models: models/pretrain.json, models/finetune.json (MLflow run, model URI, sha256)"
+	@echo "Benchmarks: reports/eval/results.md (beside the paper), reports/eval/benchmarks.png, data/eval/ (answers)"
+	@echo "Registry: reports/registry/decision.json (gates), uhd promote / uhd rollback"
+	@echo "Ask the model: $(VENV)/bin/uhd infer IMAGE \"question\"   (the registry champion; --model for another)"
 	@echo "MLflow UI: $(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db"
 	@echo "Interactive plots (loss curves, distributions): dvc plots show (writes dvc_plots/index.html)"
+
+# A paper-scale profile (params/paper-7b.yaml, params/paper-13b.yaml) copied over params.yaml, then dvc repro.
+# Needs the real data and a Ray cluster (infra/README.md); `git restore params.yaml` returns to the default.
+PROFILE ?= paper-7b
+paper: install
+	PYTHON=$(PY) infra/select-profile.sh $(PROFILE)
 
 test: install
 	$(PY) -m pytest -n 2 --dist loadfile -q

@@ -70,7 +70,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--decision", default="reports/registry/decision.json")
     parser.add_argument("--log", default="reports/registry/promotions.jsonl", help="append-only promotion log")
     parser.add_argument("--tracking-uri", default=None, help="default: params tracking.uri, $MLFLOW_TRACKING_URI")
+    parser.add_argument("--summary-only", action="store_true", help="print the last decision.json and exit")
     args = parser.parse_args(argv)
+    if args.summary_only:
+        print(summary(read_json(args.decision, "registry decision")))
+        return 0
     params = load_params(args.params)
     pointer = read_json(args.pointer, "model pointer")
     figures = figures_from_reports(read_json(args.eval_metrics, "eval metrics"),

@@ -29,6 +29,7 @@ from typing import Any
 
 import mlflow
 import mlflow.pyfunc
+import pandas as pd
 
 PARAM_VALUE_LIMIT = 6000  # MLflow rejects longer param values
 
@@ -93,7 +94,7 @@ class LlavaUhdPyfunc(mlflow.pyfunc.PythonModel):
         self.uhd = load_dir(context.artifacts["model"], kind, tok_dir)
         self.model, self.tokenizer = self.uhd.model, self.uhd.tokenizer
 
-    def predict(self, context, model_input, params: dict | None = None) -> list[str]:
+    def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> list[str]:
         """One answer per row of `image_path` (path, or None/"" for text-only) and `question`.
         params (PREDICT_DEFAULTS): max_new_tokens, num_beams, batch_size (batched answers equal batch size 1)."""
         if self.tokenizer is None:

@@ -1,5 +1,8 @@
-"""`dvc repro` on a scratch copy of the repository: the DAG runs, is idempotent, and params are scoped."""
+"""`dvc repro` on a scratch copy of the repository (the smoke-sized profile): the whole DAG runs, download to
+register, is idempotent, and params are scoped (`dvc exp run -S compressor=mlp` re-runs training onwards only)."""
 
+import csv
+import io
 import json
 import os
 import re
@@ -14,9 +17,11 @@ import yaml
 
 pytestmark = pytest.mark.slow
 
-COPY = ["components", "pipelines", "params.yaml", "dvc.yaml", ".dvcignore", "pyproject.toml",
+COPY = ["components", "pipelines", "params.yaml", "dvc.yaml", ".dvcignore", ".gitignore", "pyproject.toml",
         "tests/assets/llama_tokenizer"]
 TRAINING = ("pretrain", "finetune")
+DATA = ("download", "validate", "layouts")
+AFTER_TRAINING = (*TRAINING, "evaluate", "register")
 
 
 def sh(cmd, cwd, env):
@@ -60,10 +65,19 @@ def _pointers(root):
     return pointers
 
 
+def _evaluated_and_registered(root, version: str) -> dict:
+    metrics = json.loads((root / "reports/eval/metrics.json").read_text())
+    assert set(metrics["headline"]) == {"textvqa", "pope", "gqa", "mme", "scienceqa", "mmbench", "mmbench_cn"}
+    assert "| this run (synthetic" in (root / "reports/eval/results.md").read_text()
+    decision = json.loads((root / "reports/registry/decision.json").read_text())
+    assert decision["version"] == version and decision["aliases_after"]["candidate"] == version
+    return decision
+
+
 def test_repro_is_complete_idempotent_and_param_scoped(project):
     root, env = project
     first = sh("dvc repro", root, env)
-    for stage in ("download", "validate", "layouts", *TRAINING):
+    for stage in (*DATA, *AFTER_TRAINING):
         assert f"Running stage '{stage}'" in first
     images = pq.read_table(root / "data/validated/images.parquet")
     table = pq.read_table(root / "data/layouts/layouts.parquet")
@@ -78,18 +92,24 @@ def test_repro_is_complete_idempotent_and_param_scoped(project):
     client = mlflow.MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
     for pointer in pointers.values():
         assert client.get_run(pointer["mlflow_run_id"]).info.status == "FINISHED"
+    first_decision = _evaluated_and_registered(root, "1")
+    assert first_decision["promoted"] and first_decision["aliases_after"]["champion"] == "1"  # no champion before
 
     assert "up to date" in sh("dvc repro", root, env)
 
-    params = yaml.safe_load((root / "params.yaml").read_text())
-    params["compressor"] = "mlp"  # a training param, not a data one: re-trains, leaves the data stages alone
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    retrain = sh("dvc repro", root, env)
-    assert "Running stage 'pretrain'" in retrain and "Running stage 'finetune'" in retrain
-    for stage in ("download", "validate", "layouts"):
+    sh("git add -A && git commit -qm 'baseline run'", root, env)  # dvc exp needs the baseline committed
+    retrain = sh("dvc exp run -S compressor=mlp", root, env)  # a training param: re-trains, leaves the data alone
+    for stage in AFTER_TRAINING:
+        assert f"Running stage '{stage}'" in retrain
+    for stage in DATA:
         assert f"Running stage '{stage}'" not in retrain
     assert all(_pointers(root)[s]["mlflow_run_id"] != pointers[s]["mlflow_run_id"] for s in TRAINING)
+    _evaluated_and_registered(root, "2")
+    rows = list(csv.DictReader(io.StringIO(sh("dvc exp show --csv", root, env))))
+    assert {r["compressor"] for r in rows} >= {"resampler", "mlp"}  # the baseline and the experiment side by side
+    assert all(r["headline.textvqa"] not in ("", None) for r in rows if r["compressor"] == "mlp")
 
+    params = yaml.safe_load((root / "params.yaml").read_text())
     params["slicing"]["preset"] = "uhd-eccv"
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     second = sh("dvc repro layouts", root, env)  # the target only: the training stages are checked above
