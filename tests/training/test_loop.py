@@ -5,6 +5,7 @@ later per-step losses exactly (model, optimizer, LR schedule, data position acro
 import os
 
 import pytest
+import torch
 
 from components.training.loop import TrainConfig, build_model, load_tokenizer, train
 from tests.training.test_dataset import tiny_data  # noqa: F401  (session fixture)
@@ -55,3 +56,27 @@ def test_client_state_holds_step_sampler_and_rng(tiny_data, tmp_path):  # noqa: 
     assert state["sampler"]["position"] == 4 and state["sampler"]["epoch"] == 0
     assert set(state["rng"]) == {"torch", "numpy", "python"}
     assert (tmp_path / "checkpoints/latest").read_text() == "step2"
+
+
+def test_finished_pretrain_resumes_into_finetune(tiny_data, tmp_path):  # noqa: F811
+    """Finetune starts from the pretrain export (strict load): the trained compressor and the untouched LLM carry
+    over exactly, the finetune run trains from there, and an export of another compressor is refused."""
+    from safetensors.torch import load_file
+
+    from components.training.export import export_checkpoint
+
+    pre_cfg = config(tiny_data, tmp_path / "pre", stage="pretrain", steps=4, save_every=0)
+    assert any(lr > 0 for lr in train(pre_cfg)["lrs"])
+    exported = export_checkpoint(pre_cfg, tmp_path / "pre/checkpoints", tmp_path / "pretrain_model")
+    pretrained = load_file(str(exported / "model.safetensors"))
+    fresh = build_model(config(tiny_data, "unused", stage="pretrain"), load_tokenizer("llama", tiny_data.tokenizer_dir))
+    changed = {k.split(".")[0] for k, v in fresh.state_dict().items() if not torch.equal(v, pretrained[k])}
+    assert changed == {"compressor"}  # pretraining moved the compressor only
+
+    fine_cfg = config(tiny_data, tmp_path / "fine", steps=2, save_every=0, init_from=str(exported))
+    start = build_model(fine_cfg, load_tokenizer("llama", tiny_data.tokenizer_dir)).state_dict()
+    assert all(torch.equal(start[k], v) for k, v in pretrained.items())
+    assert train(fine_cfg)["steps"] == 2
+    with pytest.raises(RuntimeError, match="state_dict"):
+        build_model(config(tiny_data, "unused", compressor="mlp", init_from=str(exported)),
+                    load_tokenizer("llama", tiny_data.tokenizer_dir))
