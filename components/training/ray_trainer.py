@@ -25,13 +25,17 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import tempfile
+import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from .loop import TrainConfig, TrainHooks, train
 
-FAIL_FLAG_ENV = "LLAVA_UHD_FAIL_ONCE"  # tests: "<flag file>:<step>": rank 0 raises once at that step
+# Fault injection for tests: "<flag file>:<step>[:kill]": rank 0 fails once at that step, by raising or (kill) by
+# SIGKILL-ing its own process, i.e. a worker that dies without a word, as on a lost node.
+FAIL_FLAG_ENV = "LLAVA_UHD_FAIL_ONCE"
 
 
 @dataclass(frozen=True)
@@ -51,9 +55,15 @@ def _maybe_fail(step: int, rank: int) -> None:
     spec = os.environ.get(FAIL_FLAG_ENV)
     if not spec or rank != 0:
         return
-    flag, at = spec.rsplit(":", 1)
+    flag, at, *mode = spec.split(":")
     if step == int(at) and Path(flag).exists():
         Path(flag).unlink()
+        if mode == ["kill"]:
+            # Ray Train's controller registers a reported checkpoint when it next polls the workers (every
+            # RAY_TRAIN_HEALTH_CHECK_INTERVAL_S, 2 s); a death inside that window resumes from the one before.
+            # Wait it out, so the test checks resuming, not the polling.
+            time.sleep(2.5 * float(os.environ.get("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", 2.0)))
+            os.kill(os.getpid(), signal.SIGKILL)
         raise RuntimeError(f"injected failure at step {step}")
 
 

@@ -55,13 +55,15 @@ def test_fit_one_worker_reports_checkpoints_and_logs_mlflow(tiny_data, local_ray
 
 
 def test_worker_failure_resumes_from_the_reported_checkpoint(tiny_data, local_ray, tmp_path):  # noqa: F811
+    """Rank 0's process is SIGKILLed at step 3 (a dead worker, no exception): Ray restarts the group from the
+    step-2 checkpoint and the run ends with the uninterrupted run's losses."""
     cfg = config(tiny_data, tmp_path / "out", steps=6)
     clean = fit(cfg, settings=RaySettings(num_workers=1, storage_path=str(tmp_path / "ray"), name="clean"))
     assert clean.error is None
     flag = tmp_path / "fail_once"
     flag.touch()
     faulty = fit(cfg, settings=RaySettings(num_workers=1, storage_path=str(tmp_path / "ray"), name="faulty",
-                                           max_failures=1, worker_env=((FAIL_FLAG_ENV, f"{flag}:3"),)))
+                                           max_failures=1, worker_env=((FAIL_FLAG_ENV, f"{flag}:3:kill"),)))
     assert faulty.error is None and not flag.exists()
     reference = {s["step"]: s["loss"] for s in read_steps(str(tmp_path / "ray"), "clean")}
     steps = read_steps(str(tmp_path / "ray"), "faulty")
