@@ -61,7 +61,7 @@ def compute_report(model, questions: Sequence[Question], pre_resize_long_side: i
     @lru_cache(maxsize=4096)
     def cost(width: int, height: int) -> tuple[int, float]:
         tokens = model.plan(width, height).num_tokens
-        tflops = flops_breakdown(flops_model, width, height, compressor=cfg.compressor, strategy=cfg.strategy,
+        tflops = flops_breakdown(flops_model, width, height, compressor=cfg.projector, strategy=cfg.strategy,
                                  preset=cfg.preset, spatial_schema=bool(cfg.spatial_schema)).tflops
         return tokens, tflops
 

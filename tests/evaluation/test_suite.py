@@ -85,6 +85,19 @@ def test_compute_report_uses_the_models_own_layout(tiny, eval_root):
     assert padded["visual_tokens"]["max"] >= report["visual_tokens"]["max"] or padded != report
 
 
+@pytest.mark.parametrize("strategy,preset", [("anyres", "onevision"), ("pad336", "pad336"), ("fixed2x2", "fixed2x2")])
+def test_compute_report_for_every_strategy(tiny, eval_root, strategy, preset):
+    """Each Table-2 ablation gets its compute report; AnyRes is costed with the projector it runs (the MLP)."""
+    tok = tiny[1]
+    config = tiny_llava_uhd_config(len(tok), tok.convert_tokens_to_ids("<image>"), separator_token_ids(tok),
+                                   strategy=strategy, preset=preset)
+    model = LlavaUhdForConditionalGeneration(config).eval()
+    report = compute_report(model, load_benchmark("textvqa", eval_root))
+    assert report["visual_tokens"]["max"] == max(model.plan(*Image.open(q.image).size).num_tokens
+                                                 for q in load_benchmark("textvqa", eval_root))
+    assert 0 < report["tflops"]["mean"] <= report["tflops"]["max"]
+
+
 @pytest.fixture(scope="module")
 def suite(tiny, eval_root, tmp_path_factory):
     model, tok = tiny
