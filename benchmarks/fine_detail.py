@@ -13,13 +13,17 @@ questions through components.evaluation.runner.run_benchmark, scored by the GQA 
 pixel probe measures what each strategy's encoded images retain of the lines (the RMS difference between a
 scene drawn with horizontal and the same scene with vertical lines, normalized units).
 
-    OMP_NUM_THREADS=1 .venv/bin/python -m benchmarks.fine_detail [--steps 150] [--out reports/fine_detail.json]
+A frozen-ViT linear probe tells whether the orientation is readable from each strategy's own vision features.
+The data adds --fine-line-scenes fine-tuning scenes asked only the fine-line question (SyntheticSpec).
+
+    OMP_NUM_THREADS=1 .venv/bin/python -m benchmarks.fine_detail [--steps 300] [--out reports/fine_detail.json]
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import io
 import json
 import time
@@ -34,7 +38,8 @@ STRATEGIES = ("uhd", "pad336")
 def write_params(work: Path, args) -> Path:
     """params.yaml with the data size of this run; one copy per strategy (the layouts stage reads slicing)."""
     base = yaml.safe_load(Path(args.params).read_text())
-    base["data"]["synthetic"].update(train_scenes=args.train_scenes, eval_scenes=args.eval_scenes)
+    base["data"]["synthetic"].update(train_scenes=args.train_scenes, eval_scenes=args.eval_scenes,
+                                     fine_line_scenes=args.fine_line_scenes)
     base["layouts"]["workers"] = 1  # 2 shared cores: no process pool
     base["validate"]["workers"] = 1
     for strategy in STRATEGIES:
@@ -44,18 +49,32 @@ def write_params(work: Path, args) -> Path:
     return work / "params_uhd.yaml"
 
 
+def _read_json(path: Path):
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _generator_digest() -> str:
+    """The data generator's source: a changed generator regenerates the data in --work."""
+    from components.data import synthetic, synthetic_eval, synthetic_images
+
+    text = "".join(Path(m.__file__).read_text() for m in (synthetic, synthetic_eval, synthetic_images))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 def prepare(work: Path, args) -> dict:
     """download -> validate -> layouts (per strategy), as the DVC stages run them; seconds per stage."""
     from pipelines import download, layouts, validate
 
     params = write_params(work, args)
     times, quiet = {}, contextlib.redirect_stdout(io.StringIO())
-    raw = work / "raw"
-    if not (raw / "manifest.parquet").exists():
+    raw, stamp = work / "raw", {"train_scenes": args.train_scenes, "eval_scenes": args.eval_scenes,
+                                "fine_line_scenes": args.fine_line_scenes, "generator": _generator_digest()}
+    if not (raw / "manifest.parquet").exists() or _read_json(raw / "benchmark_spec.json") != stamp:
         t0 = time.perf_counter()
         with quiet:
             assert download.main(["--params", str(params), "--raw", str(raw),
                                   "--manifest", str(raw / "manifest.parquet")]) == 0
+        (raw / "benchmark_spec.json").write_text(json.dumps(stamp))
         times["download"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     with contextlib.redirect_stdout(io.StringIO()):
@@ -128,8 +147,29 @@ def evaluate(model_dir: Path, work: Path, strategy: str, args) -> dict:
     for q in fine:
         said[preds[q.uid]] = said.get(preds[q.uid], 0) + 1
     return {"fine_detail_acc": adapter.score(fine, preds, root)["accuracy"], "n_fine": len(fine),
+            "fine_detail_forced_choice_acc": forced_choice(model, tokenizer, fine, root),
             "other_gqa_acc": adapter.score(other, preds, root)["accuracy"], "n_other": len(other),
             "visual_tokens_mean": float(np.mean(tokens)), "eval_wall_s": round(wall, 1), "fine_answers": said}
+
+
+def forced_choice(model, tokenizer, fine: list, root: Path) -> float:
+    """Secondary measure, not the benchmark's score: % of fine-detail questions where the model gives the right
+    orientation a higher next-token logit than the wrong one, at the runner's own prompt and image input."""
+    import torch
+
+    from components.data.synthetic_images import LINES
+    from components.evaluation.runner import _open, build_prompt
+    from components.model.processor import UhdProcessor
+
+    gold = json.loads((root / "testdev_balanced_questions.json").read_text())
+    processor, ids = UhdProcessor(tokenizer, model), [tokenizer.convert_tokens_to_ids("\u2581" + a) for a in LINES]
+    right = 0
+    with torch.no_grad():
+        for q in fine:
+            batch = processor([build_prompt(q.prompt_text, True)], [[_open(q.image)]], padding_side="left")
+            logits = model(**batch).logits[0, -1, ids]
+            right += LINES[int(logits.argmax())] == gold[str(q.question_id)]["answer"]
+    return round(100.0 * right / max(len(fine), 1), 1)
 
 
 def pixel_probe(seed: int = 0) -> dict:
@@ -153,6 +193,49 @@ def pixel_probe(seed: int = 0) -> dict:
     return {s: {"mean": round(float(np.mean(v)), 4), "max": round(float(np.max(v)), 4)} for s, v in out.items()}
 
 
+def feature_probe(args, pairs: int = 40, folds: int = 5) -> dict:
+    """Is the orientation in what the language model could read? Each strategy's own frozen ViT (the seed's
+    random init, as training starts) encodes `pairs` held-out scenes drawn with both orientations (own random
+    stream, sizes and aspects of the fine-line scenes); a ridge classifier on the per-image mean and std of the
+    patch features is cross-validated with both drawings of a scene in the same fold. % correct; chance 50."""
+    import torch
+
+    from components.data.synthetic_images import ASPECTS, FINE_LINES_MIN_SIDE, LINES, encode_image_file, render_scene
+    from components.slicing.pixels import encode_image
+    from components.slicing.strategies import plan_layout
+    from components.training.loop import TrainConfig, build_model, load_tokenizer
+
+    files = []
+    for i in range(pairs):
+        rng = np.random.default_rng([args.seed, 99, i])
+        aw, ah = ASPECTS[i % len(ASPECTS)]
+        scale = int(rng.integers(FINE_LINES_MIN_SIDE, 2049)) / max(aw, ah)
+        w, h = max(int(aw * scale), 8), max(int(ah * scale), 8)
+        files += [(encode_image_file(render_scene(np.random.default_rng([args.seed, 99, i]), w, h, lines=o)[0], i)[0],
+                   w, h) for o in LINES]
+    y, tokenizer, out = np.tile([1.0, -1.0], pairs), load_tokenizer("llama", args.tokenizer_dir), {}
+    for strategy in STRATEGIES:
+        preset = "uhd-arxiv" if strategy == "uhd" else strategy
+        cfg = TrainConfig("", "", "", "", stage="finetune", strategy=strategy, preset=preset, seed=args.seed,
+                          vision_hidden=args.vision_hidden, llm_hidden=args.llm_hidden)
+        tower, feats = build_model(cfg, tokenizer).vision_tower.eval(), []
+        for data, w, h in files:
+            enc = encode_image(io.BytesIO(data), plan_layout(w, h, strategy, preset))
+            with torch.no_grad():
+                f = torch.cat([t.reshape(-1, t.shape[-1]) for t in tower([torch.from_numpy(p) for p in
+                               (list(enc.slices) if strategy == "uhd" else [enc.overview])])]).numpy()
+            feats.append(np.concatenate([f.mean(0), f.std(0)]))
+        x, fold, right = np.array(feats), (np.arange(2 * pairs) // 2) % folds, 0
+        for k in range(folds):
+            tr, te = fold != k, fold == k
+            mu, sd = x[tr].mean(0), x[tr].std(0) + 1e-6
+            a = (x[tr] - mu) / sd
+            wts = np.linalg.solve(a.T @ a + len(a) * np.eye(a.shape[1]), a.T @ y[tr])
+            right += int(np.sum(np.sign(((x[te] - mu) / sd) @ wts) == y[te]))
+        out[strategy] = round(100.0 * right / len(y), 1)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", default="/tmp/uhd-fine-detail", help="data, layouts, runs (data reused)")
@@ -160,10 +243,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--params", default="params.yaml", help="base params; the data size is set below")
     parser.add_argument("--train-scenes", type=int, default=64)
     parser.add_argument("--eval-scenes", type=int, default=12)
+    parser.add_argument("--fine-line-scenes", type=int, default=256,
+                        help="extra fine-tuning scenes asked only the fine-line question (SyntheticSpec)")
     parser.add_argument("--pretrain-steps", type=int, default=0)
     parser.add_argument("--pretrain-lr", type=float, default=1e-3)
-    parser.add_argument("--steps", type=int, default=150, help="finetune optimizer steps")
-    parser.add_argument("--lr", type=float, default=1e-3, help="finetune lr")
+    parser.add_argument("--steps", type=int, default=300, help="finetune optimizer steps")
+    parser.add_argument("--lr", type=float, default=5e-3, help="finetune lr")
     parser.add_argument("--global-batch", type=int, default=4)
     parser.add_argument("--micro-batch", type=int, default=4)
     parser.add_argument("--vision-hidden", type=int, default=32)
@@ -176,12 +261,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    report = {"budget": {k: getattr(args, k) for k in ("train_scenes", "pretrain_steps", "pretrain_lr", "steps",
-                                                       "lr", "global_batch", "micro_batch", "seed", "tune_vision",
-                                                       "vision_hidden", "llm_hidden")},
-              "pixel_probe_rms_h_vs_v": pixel_probe(), "prepare_s": prepare(work, args), "chance": 50.0,
+    keys = ("train_scenes", "fine_line_scenes", "pretrain_steps", "pretrain_lr", "steps", "lr", "global_batch",
+            "micro_batch", "seed", "tune_vision", "vision_hidden", "llm_hidden")
+    report = {"budget": {k: getattr(args, k) for k in keys},
+              "pixel_probe_rms_h_vs_v": pixel_probe(), "frozen_vit_probe_acc": feature_probe(args),
+              "prepare_s": prepare(work, args), "chance": 50.0,
               "results": {}}
     print(f"pixel probe (RMS of horizontal - vertical, normalized): {report['pixel_probe_rms_h_vs_v']}", flush=True)
+    print(f"frozen-ViT linear probe, % correct orientation (chance 50): {report['frozen_vit_probe_acc']}", flush=True)
     for strategy in args.strategies.split(","):
         model_dir, stats = train_strategy(work, strategy, args)
         report["results"][strategy] = {"train": stats, **evaluate(model_dir, work, strategy, args)}

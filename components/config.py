@@ -28,10 +28,12 @@ class SyntheticDataConfig:
     train_scenes: int = 64  # fine-detail scenes for each of pretraining and fine-tuning
     eval_scenes: int = 12  # held-out scenes per benchmark
     easy_vqa_images: int = 32
+    fine_line_scenes: int = 0  # extra fine-tuning scenes asked only about their fine lines (benchmarks/fine_detail)
 
     def __post_init__(self):
-        if self.train_scenes < 1 or self.eval_scenes < 1 or self.easy_vqa_images < 0:
-            raise ConfigError("data.synthetic: train_scenes and eval_scenes must be >= 1, easy_vqa_images >= 0")
+        if self.train_scenes < 1 or self.eval_scenes < 1 or self.easy_vqa_images < 0 or self.fine_line_scenes < 0:
+            raise ConfigError("data.synthetic: train_scenes and eval_scenes must be >= 1, easy_vqa_images and "
+                              "fine_line_scenes >= 0")
 
 
 @dataclass(frozen=True)

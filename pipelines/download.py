@@ -30,7 +30,8 @@ def _synthetic(params, raw: Path) -> pa.Table:
     if out.exists():  # regenerated from the seed: start clean so no stale file survives a size change
         shutil.rmtree(out)
     cfg = params.data.synthetic
-    build_synthetic(out, SyntheticSpec(params.data.seed, cfg.train_scenes, cfg.eval_scenes, cfg.easy_vqa_images))
+    build_synthetic(out, SyntheticSpec(params.data.seed, cfg.train_scenes, cfg.eval_scenes, cfg.easy_vqa_images,
+                                       cfg.fine_line_scenes))
     table = pq.read_table(out / "manifest.parquet")
     paths = pa.array(["synthetic/" + p for p in table.column("path").to_pylist()])
     table = table.set_column(0, "path", paths)

@@ -27,7 +27,9 @@ import pyarrow.parquet as pq
 from PIL import Image
 
 from .synthetic_images import (
+    ASPECTS,
     COLOURS,
+    FINE_LINES_MIN_SIDE,
     FINE_LINES_QUESTION,
     SHAPES,
     Scene,
@@ -71,6 +73,7 @@ class SyntheticSpec:
     train_scenes: int = 64  # fine-detail scenes for each of pretraining and fine-tuning
     eval_scenes: int = 12  # held-out scenes per benchmark
     easy_vqa_images: int = 32  # real easy-VQA images (64x64) mixed into both training sets
+    fine_line_scenes: int = 0  # extra fine-tuning scenes >= FINE_LINES_MIN_SIDE asked only about their lines
 
 
 class DatasetWriter:
@@ -207,12 +210,29 @@ def _finetune(writer: DatasetWriter, spec: SyntheticSpec, rng: np.random.Generat
         samples.append({"id": f"sk{k:04d}", "image": rel,
                         "conversations": _conversation([("Describe this image briefly.", text.capitalize() + ".")],
                                                        True)})
+    samples += _fine_line_samples(writer, spec)
     for t in range(max(2, spec.train_scenes // 8)):  # text-only samples, as in the 665K mix
         a, b = int(rng.integers(2, 99)), int(rng.integers(2, 99))
         samples.append({"id": f"text{t:06d}", "conversations": _conversation(
             [(f"What is {a} plus {b}?", str(a + b)), ("And that number times two?", str(2 * (a + b)))], False)})
     order = rng.permutation(len(samples))
     return [samples[i] for i in order]
+
+
+def _fine_line_samples(writer: DatasetWriter, spec: SyntheticSpec) -> list[dict]:
+    """spec.fine_line_scenes large scenes (long side 1280-2048 px, every aspect, orientation drawn), each with the
+    single fine-line question: a denser training signal for benchmarks/fine_detail.py. Their own random stream,
+    so the default (0) leaves the rest of the set byte-identical; the eval scenes use other streams."""
+    rng, samples = np.random.default_rng([spec.seed, 3]), []
+    for i in range(spec.fine_line_scenes):
+        aw, ah = ASPECTS[i % len(ASPECTS)]
+        scale = int(rng.integers(FINE_LINES_MIN_SIDE, 2049)) / max(aw, ah)
+        image, scene = render_scene(rng, max(int(aw * scale), 8), max(int(ah * scale), 8))
+        folder = FINETUNE_FOLDERS[i % len(FINETUNE_FOLDERS)]
+        rel = writer.write_scene(f"{folder}/{300000 + i:012d}", image, i + 2)
+        samples.append({"id": f"{300000 + i:012d}", "image": rel,
+                        "conversations": _conversation([fine_lines_question(scene)], True)})
+    return samples
 
 
 def build_synthetic(out: str | Path, spec: SyntheticSpec) -> DatasetWriter:
@@ -255,7 +275,8 @@ def data_card(rows: list[dict], spec: SyntheticSpec) -> str:
         "title word, a six-digit code in small print (~1/70 of the long side: legible in UHD slices, a few",
         "pixels after a 336x336 downscale) and small coloured shapes. Scenes with a long side >= 1280 px have",
         "fine horizontal or vertical lines over the background (a 4-6 px period: flat grey at 336x336, kept in",
-        "UHD's slices); the fine-tuning set and GQA (question ids `fd...`) ask about them.",
+        "UHD's slices); the fine-tuning set and GQA (question ids `fd...`) ask about them"
+        + (f", and {spec.fine_line_scenes} extra fine-tuning scenes ask only that." if spec.fine_line_scenes else "."),
         "Files are in LLaVA's exact formats:",
         "`llava_pretrain/blip_laion_cc_sbu_558k.json` (captions), `llava_v1_5_mix665k.json` (multi-turn,",
         "text-only samples included), and `eval/` (TextVQA, POPE, GQA, MME, ScienceQA, MMBench EN/CN files).",

@@ -119,7 +119,8 @@ def _gqa_item(qid: str, image_id: str, rel: str, question: str, answer: str, det
 def gqa(writer, spec, rng) -> None:
     """Colour/shape questions on the usual scenes, then the fine-line questions (category "fine_detail", ids
     "fd..."): on every usual scene that has lines, and on FINE_DETAIL_PER_SCENE x eval_scenes extra large
-    scenes with the orientations alternating, so chance is 50%."""
+    scenes with the orientations alternating, so chance is 50%; the alternation shifts by one every cycle of
+    ASPECTS, so each aspect ratio gets both orientations (the shape of the padding says nothing)."""
     lines, annotations = [], {}
 
     def add(*item) -> None:
@@ -139,7 +140,8 @@ def gqa(writer, spec, rng) -> None:
     for k in range(FINE_DETAIL_PER_SCENE * spec.eval_scenes):
         aw, ah = ASPECTS[k % len(ASPECTS)]
         scale = int(rng.integers(FINE_LINES_MIN_SIDE, 2049)) / max(aw, ah)
-        image, scene = render_scene(rng, max(int(aw * scale), 8), max(int(ah * scale), 8), lines=LINES[k % 2])
+        orientation = LINES[(k + k // len(ASPECTS)) % 2]
+        image, scene = render_scene(rng, max(int(aw * scale), 8), max(int(ah * scale), 8), lines=orientation)
         rel = writer.write_scene(f"eval/gqa/images/fd{k:06d}", image, 0).removeprefix("eval/gqa/")
         add(f"fd{spec.eval_scenes + k:06d}", f"fd{k:06d}", rel, FINE_LINES_QUESTION, scene.lines, "fineLines",
             FINE_DETAIL)

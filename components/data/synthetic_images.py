@@ -32,7 +32,7 @@ SHAPES = ("circle", "square", "triangle")
 LINES = ("horizontal", "vertical")
 FINE_LINES_MIN_SIDE = 1280  # below this no even period >= 4 px is both erased at 336 and kept by UHD's slices
 FINE_LINES_QUESTION = "Are the fine lines in the background horizontal or vertical?"
-FINE_LINES_AMPLITUDE = 40  # grey levels above/below the background: equal mean colour for both orientations
+FINE_LINES_AMPLITUDE = 64  # grey levels above/below the background: equal mean colour for both orientations
 TITLES = ("harbour", "market", "station", "garden", "museum", "library", "bakery", "stadium", "bridge", "forest")
 
 

@@ -168,6 +168,40 @@ def test_fine_detail_questions_in_gqa_and_finetune(root):
     assert any(f"fine {o} lines" in c["conversations"][1]["value"] for c in captions for o in LINES)
 
 
+def test_fine_detail_orientation_does_not_follow_the_aspect(root):
+    """The extra GQA fine-line scenes cycle the aspects: each aspect seen twice gets both orientations, so the
+    padding shape of a 336x336 view cannot stand in for the lines."""
+    ev = root / "eval/gqa"
+    gold = json.loads((ev / "testdev_balanced_questions.json").read_text())
+    by_aspect = {}
+    for q in jsonl(ev / "llava_gqa_testdev_balanced.jsonl"):
+        if q["category"] == "fine_detail" and q["image"].startswith("fd"):
+            w, h = Image.open(ev / "images" / q["image"]).size
+            by_aspect.setdefault(round(w / h, 1), []).append(gold[q["question_id"]]["answer"])
+    repeated = [answers for answers in by_aspect.values() if len(answers) >= 2]
+    assert repeated and all(set(answers) == set(LINES) for answers in repeated)
+
+
+def test_extra_fine_line_scenes_only_add_samples(root, tmp_path):
+    """fine_line_scenes adds large scenes asked only the fine-line question; everything else keeps its bytes."""
+    spec = SyntheticSpec(SPEC.seed, SPEC.train_scenes, SPEC.eval_scenes, SPEC.easy_vqa_images, fine_line_scenes=5)
+    out = tmp_path / "extra"
+    build_synthetic(out, spec)
+    before = {r["path"]: r["sha256"] for r in pq.read_table(root / "manifest.parquet").to_pylist()}
+    after = {r["path"]: r["sha256"] for r in pq.read_table(out / "manifest.parquet").to_pylist()}
+    changed = {p for p in before if after.get(p) != before[p]}
+    assert changed == {"llava_v1_5_mix665k.json", "README.md"}
+    samples = json.loads((out / "llava_v1_5_mix665k.json").read_text())
+    extra = [s for s in samples if s["id"].startswith("0000003")]
+    assert len(extra) == 5 and set(after) - set(before) == {s["image"] for s in extra}
+    for s in extra:
+        human, gpt = s["conversations"]
+        assert human["value"] == f"<image>\n{FINE_LINES_QUESTION}\nAnswer the question using a single word or phrase."
+        assert gpt["value"] in LINES and max(Image.open(out / s["image"]).size) >= FINE_LINES_MIN_SIDE
+    old = json.loads((root / "llava_v1_5_mix665k.json").read_text())
+    assert sorted(json.dumps(s) for s in old) == sorted(json.dumps(s) for s in samples if s not in extra)
+
+
 @pytest.mark.parametrize("long_side", [FINE_LINES_MIN_SIDE, 1612, 1613, 2048])
 def test_line_period_is_erased_at_336_and_at_least_4px(long_side):
     period = line_period(long_side)
@@ -184,5 +218,5 @@ def test_fine_lines_survive_uhd_slices_but_not_pad336(size):
         pick = [list(e.slices) if layout.slices else [e.overview] for e in enc]
         return float(np.sqrt(np.mean([np.mean((a - b) ** 2) for a, b in zip(*pick, strict=True)])))
 
-    assert rms("pad336", "pad336") < 0.03  # lines of +/-0.58 (normalized) leave < 5% of their amplitude
+    assert rms("pad336", "pad336") < 0.03  # lines of +/-0.93 (normalized) leave < 5% of their amplitude
     assert rms("uhd", "uhd-arxiv") > 0.3

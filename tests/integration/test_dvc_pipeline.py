@@ -38,7 +38,7 @@ def project(repo_root, tmp_path):
     for cache in tmp_path.rglob("__pycache__"):
         shutil.rmtree(cache)
     params = yaml.safe_load((tmp_path / "params.yaml").read_text())
-    params["data"]["synthetic"] = {"train_scenes": 4, "eval_scenes": 2, "easy_vqa_images": 2}
+    params["data"]["synthetic"] = {"train_scenes": 4, "eval_scenes": 2, "easy_vqa_images": 2, "fine_line_scenes": 0}
     for stage in TRAINING:  # the tiniest run: 2 optimizer steps of one micro-batch of 2
         params["train"][stage].update(steps=2, global_batch=2, micro_batch=2)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
