@@ -8,7 +8,6 @@ the others submit stand-in entrypoints to check failure reporting and --no-wait 
 
 import json
 import os
-import secrets
 import shutil
 import signal
 import socket
@@ -60,13 +59,11 @@ def _kill_head(temp_dir: str) -> None:
 def head(tmp_path_factory):
     """http:// address of a fresh loopback head with token auth (stack.md §4); env set for the test process too.
 
-    The token is this head's own file (RAY_AUTH_TOKEN_PATH): a fresh machine has no ~/.ray/auth_token, and
-    `ray start` only creates one when asked, so the test never depends on (or writes) the user's token."""
+    The token is the test process's own (RAY_AUTH_TOKEN_PATH, tests/conftest.py): a fresh machine has no
+    ~/.ray/auth_token and `ray start` does not create one. It must stay the same file for the whole process:
+    Ray caches the token it read, so a head with another token would break later local clusters' clients."""
     temp_dir = tempfile.mkdtemp(prefix="rayt")  # short: Ray's unix socket paths must stay under ~107 bytes
-    token = Path(temp_dir) / "auth_token"
-    token.write_text(secrets.token_hex(32))
     env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "token",
-           "RAY_AUTH_TOKEN_PATH": str(token),
            "RAY_USAGE_STATS_ENABLED": "0", "OMP_NUM_THREADS": "1", "DS_ACCELERATOR": "cpu", "HF_HUB_OFFLINE": "1",
            "MLFLOW_DISABLE_TELEMETRY": "true", "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     env.pop("RAY_ADDRESS", None)
@@ -75,7 +72,7 @@ def head(tmp_path_factory):
            "--object-store-memory=268435456", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",
            "--include-dashboard=true", f"--ray-client-server-port={_free_port()}",
            f"--dashboard-agent-listen-port={_free_port()}", "--disable-usage-stats", f"--temp-dir={temp_dir}"]
-    auth = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token)}
+    auth = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "token"}
     saved = {k: os.environ.get(k) for k in auth}
     try:
         t0 = time.perf_counter()
