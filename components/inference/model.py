@@ -18,7 +18,7 @@ from PIL import Image
 from components.evaluation.benchmarks.common import Question
 from components.evaluation.runner import generate_batch
 from components.model.processor import UhdProcessor
-from components.slicing.pixels import load_image
+from components.slicing.headers import read_header
 
 DEFAULT_MAX_NEW_TOKENS = 32
 
@@ -91,12 +91,16 @@ class UhdModel:
 
     def layout(self, image) -> LayoutSummary:
         """The slice plan the model uses for this image (the processor's own, by construction)."""
-        picture = image if isinstance(image, Image.Image) else load_image(image)
-        lay = self.model.plan(*picture.size)
+        if isinstance(image, Image.Image):
+            size = image.size
+        else:  # the header only: EXIF-oriented size, no pixel decode
+            header = read_header(image)
+            size = (header.width, header.height)
+        lay = self.model.plan(*size)
         slices = getattr(lay, "n_slices", None)
         if slices is None:  # AnyRes: crops of the grid, without the base image
             slices = lay.num_crops - 1
-        return LayoutSummary(picture.size, tuple(lay.grid), int(slices), int(lay.num_tokens), lay)
+        return LayoutSummary(tuple(size), tuple(lay.grid), int(slices), int(lay.num_tokens), lay)
 
     def answer(self, image, question: str, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, num_beams: int = 1) -> str:
         return self.answer_batch([(image, question)], 1, max_new_tokens, num_beams)[0]
