@@ -13,7 +13,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 def _private_ray_token() -> None:
     """Ray's token auth is on by default and the first local `ray.init` writes ~/.ray/auth_token. On a fresh
     machine two xdist workers starting Ray at once race on that file (one cluster ends up with the other's
-    token: "InvalidAuthToken"). Each test process gets its own token file instead; subprocesses inherit it."""
+    token: "InvalidAuthToken"). Each test process gets its own token file instead; subprocesses inherit it.
+    The mode is fixed to token (and loopback-only, stack.md §4) from the start of the process: Ray caches the
+    mode and the token it first reads, so a test that changed either later would break the tests after it."""
+    os.environ.setdefault("RAY_AUTH_MODE", "token")
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     if "RAY_AUTH_TOKEN_PATH" not in os.environ:
         path = Path(tempfile.mkdtemp(prefix="ray-token-")) / "auth_token"
         path.write_text(secrets.token_hex(32))

@@ -57,32 +57,27 @@ def _kill_head(temp_dir: str) -> None:
 
 @pytest.fixture(scope="module")
 def head(tmp_path_factory):
-    """http:// address of a fresh loopback head with token auth (stack.md §4); env set for the test process too.
+    """http:// address of a fresh loopback head with token auth (stack.md §4).
 
-    The token is the test process's own (RAY_AUTH_TOKEN_PATH, tests/conftest.py): a fresh machine has no
-    ~/.ray/auth_token and `ray start` does not create one. It must stay the same file for the whole process:
-    Ray caches the token it read, so a head with another token would break later local clusters' clients."""
+    Auth mode, loopback and the token file are the test process's own (tests/conftest.py: a fresh machine has no
+    ~/.ray/auth_token and `ray start` does not create one); Ray caches them in-process, so they are never changed
+    here."""
     temp_dir = tempfile.mkdtemp(prefix="rayt")  # short: Ray's unix socket paths must stay under ~107 bytes
-    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "token",
-           "RAY_USAGE_STATS_ENABLED": "0", "OMP_NUM_THREADS": "1", "DS_ACCELERATOR": "cpu", "HF_HUB_OFFLINE": "1",
-           "MLFLOW_DISABLE_TELEMETRY": "true", "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "OMP_NUM_THREADS": "1", "DS_ACCELERATOR": "cpu",
+           "HF_HUB_OFFLINE": "1", "MLFLOW_DISABLE_TELEMETRY": "true",
+           "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     env.pop("RAY_ADDRESS", None)
     dashboard = _free_port()
     cmd = [str(Path(sys.executable).parent / "ray"), "start", "--head", f"--port={_free_port()}", "--num-cpus=2",
            "--object-store-memory=268435456", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",
            "--include-dashboard=true", f"--ray-client-server-port={_free_port()}",
            f"--dashboard-agent-listen-port={_free_port()}", "--disable-usage-stats", f"--temp-dir={temp_dir}"]
-    auth = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "token"}
-    saved = {k: os.environ.get(k) for k in auth}
     try:
         t0 = time.perf_counter()
         subprocess.run(cmd, env=env, check=True, capture_output=True, timeout=120)
         print(f"ray start: {time.perf_counter() - t0:.1f} s")
-        os.environ.update(auth)
         yield f"http://127.0.0.1:{dashboard}"
     finally:
-        for key, value in saved.items():
-            os.environ.pop(key, None) if value is None else os.environ.__setitem__(key, value)
         _kill_head(temp_dir)
         shutil.rmtree(temp_dir, ignore_errors=True)
 
