@@ -26,15 +26,14 @@ EVAL_ROOTS = {"synthetic": "data/raw/synthetic/eval", "hub": "data/raw/eval_llav
 
 def load_evaluated_model(model_dir: Path, pointer: dict, params):
     """The exported model, after checking that its weights are the ones the pointer names."""
-    from components.model.modeling import LlavaUhdForConditionalGeneration
-    from components.training.loop import load_tokenizer
+    from components.inference import load_dir
 
     sha = sha256_file(model_dir / "model.safetensors")
     if pointer.get("model_sha256") and sha != pointer["model_sha256"]:
         raise SystemExit(f"{model_dir}/model.safetensors has sha256 {sha[:12]}…, but the pointer names "
                          f"{pointer['model_sha256'][:12]}…: re-run `dvc repro finetune`")
-    model = LlavaUhdForConditionalGeneration.from_pretrained(str(model_dir)).eval()
-    return model, load_tokenizer(params.model.tokenizer, params.model.tokenizer_dir), sha
+    uhd = load_dir(model_dir, params.model.tokenizer, params.model.tokenizer_dir)  # checks the <image> id too
+    return uhd.model, uhd.tokenizer, sha
 
 
 def provenance(pointer: dict, sha: str, model, params, plan: EvalPlan, eval_root: str) -> dict:

@@ -3,7 +3,6 @@ artifacts proxied by the server): the register stage's path and loading the cham
 MLFLOW_TRACKING_URI, not only a local sqlite file."""
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -15,15 +14,10 @@ import mlflow.pyfunc
 import pytest
 
 from components.tracking.registry import CHAMPION, Registry, promote, register_evaluated, use_tracking_uri
+from tests.integration.test_submit import _free_port
 from tests.tracking.test_registry import BASE, CFG, Constant, figures
 
 pytestmark = pytest.mark.slow
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
