@@ -14,6 +14,7 @@ from pathlib import Path
 
 import yaml
 
+from components.compression import COMPRESSORS, RESAMPLER
 from components.slicing.strategies import check_strategy, plan_layout
 
 
@@ -256,12 +257,12 @@ class Params:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     registry: RegistryConfig = field(default_factory=RegistryConfig)
-    compressor: str = "resampler"  # resampler (arXiv v1, 64) | spatial_resampler (ECCV, 144) | mlp
+    compressor: str = RESAMPLER  # one of components.compression.COMPRESSORS
     spatial_schema: bool = True
 
     def __post_init__(self):
-        if self.compressor not in ("resampler", "spatial_resampler", "mlp"):
-            raise ConfigError(f"compressor must be resampler, spatial_resampler or mlp, got {self.compressor!r}")
+        if self.compressor not in COMPRESSORS:
+            raise ConfigError(f"compressor must be one of {', '.join(COMPRESSORS)}, got {self.compressor!r}")
 
 
 def parse(cls, data, path: str = ""):

@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from components.compression import COMPRESSORS
 from components.slicing import PRESETS
 from components.slicing.anyres import ANYRES_PRESETS
 from components.slicing.strategies import STRATEGIES
@@ -73,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     lay.add_argument("image")
     lay.add_argument("--strategy", default="uhd", choices=STRATEGIES)
     lay.add_argument("--preset", choices=_ALL_PRESETS, help="default: uhd-arxiv (uhd), onevision (anyres)")
-    lay.add_argument("--compressor", choices=["resampler", "spatial_resampler", "mlp"],
+    lay.add_argument("--compressor", choices=COMPRESSORS,
                      help="count tokens for this compressor instead of the preset's own")
     lay.add_argument("--no-spatial-schema", action="store_true", help="with --compressor: no separators")
     lay.add_argument("--out", help="overlay PNG path (default: <image stem>.layout.png)")

@@ -15,6 +15,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from components.compression import effective_compressor, effective_spatial_schema
 from components.config import load_params
 from components.evaluation.report import write_reports
 from components.evaluation.suite import TEMPLATE, EvalPlan, run_suite
@@ -42,7 +43,8 @@ def provenance(pointer: dict, sha: str, model, params, plan: EvalPlan, eval_root
             "checkpoint_uri": pointer.get("checkpoint_uri"), "template": TEMPLATE, "batch_size": plan.batch_size,
             "decoding": plan.decoding, "num_beams_override": plan.num_beams, "max_new_tokens": plan.max_new_tokens,
             "pre_resize": plan.pre_resize, "slicing": {"strategy": cfg.strategy, "preset": cfg.preset},
-            "compressor": cfg.compressor, "spatial_schema": bool(cfg.spatial_schema), "eval_root": eval_root,
+            "compressor": effective_compressor(cfg.compressor, cfg.strategy),
+            "spatial_schema": effective_spatial_schema(cfg.spatial_schema, cfg.strategy), "eval_root": eval_root,
             "data_source": params.data.source, "git_commit": git_commit()}
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from components.compression import MLP
 from components.model.architectures import MODELS, closed_form_parameter_counts, get_model_spec
 from components.model.flops import (
     ATTENTION_MODES,
@@ -57,8 +58,8 @@ def default_columns(model: str) -> list[tuple[str, str | None]]:
     if baseline and baseline != model:
         cols.append((baseline, None))
     cols.append((model, None))
-    if spec.compressor != "mlp":
-        cols.append((model, "mlp"))
+    if spec.compressor != MLP:
+        cols.append((model, MLP))
     if model != ONEVISION:
         cols.append((ONEVISION, None))
     return cols

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import yaml
 
+from components.compression import effective_compressor
 from components.config import load_params
 from components.tracking.gates import figures_from_reports
 from components.tracking.mlflow_logging import resolve_tracking_uri, sha256_file
@@ -45,7 +46,8 @@ def provenance(pointer: dict, params, args) -> dict:
     return {"model_sha256": pointer.get("model_sha256"), "mlflow_run_id": pointer.get("mlflow_run_id"),
             "model_uri": pointer.get("model_uri"), "checkpoint_uri": pointer.get("checkpoint_uri"),
             "git_commit": git_commit(), "params_sha256": sha256_json(dataclasses.asdict(params)),
-            "compressor": params.compressor, "slicing.preset": params.slicing.active_preset,
+            "compressor": effective_compressor(params.compressor, params.slicing.strategy),
+            "slicing.preset": params.slicing.active_preset,
             "data.source": params.data.source, "data.validated_md5": dvc_lock_md5(args.dvc_lock, "data/validated"),
             "eval_metrics_sha256": sha256_file(args.eval_metrics),
             "validate_metrics_sha256": sha256_file(args.validate_metrics)}

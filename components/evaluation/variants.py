@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from components.compression import effective_compressor, effective_spatial_schema
 from components.slicing.pixels import CLIP, resize
 from components.slicing.uhd import eval_pre_resize
 
@@ -68,8 +69,10 @@ def image_transform(pre_resize_long_side: int = 0, extreme_aspect: bool = False
 def preprocessing_config(model_config, pre_resize_long_side: int = 0, extreme_aspect: bool = False) -> dict:
     """What decides the pixels and visual tokens: the model's slicing and compressor, and the eval variant."""
     return {
-        "strategy": model_config.strategy, "preset": model_config.preset, "compressor": model_config.compressor,
-        "spatial_schema": bool(model_config.spatial_schema), "pre_resize": int(pre_resize_long_side),
+        "strategy": model_config.strategy, "preset": model_config.preset,
+        "compressor": effective_compressor(model_config.compressor, model_config.strategy),
+        "spatial_schema": effective_spatial_schema(model_config.spatial_schema, model_config.strategy),
+        "pre_resize": int(pre_resize_long_side),
         "extreme_aspect": bool(extreme_aspect), "resize_kernel": RESIZE_KERNEL, "torch": torch.__version__,
         "normalization": "siglip" if model_config.strategy == "anyres" else "clip",
     }

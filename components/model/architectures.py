@@ -37,10 +37,9 @@ from transformers import (
     SiglipVisionModel,
 )
 
-COMPRESSORS = ("resampler", "spatial_resampler", "mlp")
+from components.compression import MLP, RESAMPLER, SPATIAL_RESAMPLER, check_compressor, queries_per_image
+
 RESAMPLER_HEAD_DIM = 128  # heads = embed / 128 (40 for Vicuna-13B's 5120)
-RESAMPLER_QUERIES = {"resampler": 64, "spatial_resampler": 144}
-SPATIAL_GRID = 12  # 12 x 12 regions, one query each
 MAX_SPATIAL_KEYS = 12  # RoI pool shapes are 4x2, 3x2, 4x3, 3x3 and transposes: at most 12 keys per query
 
 # ---------------------------------------------------------------------------------------------------
@@ -140,17 +139,15 @@ class CompressorSpec:
     @property
     def max_keys_per_query(self) -> int | None:
         """spatial_resampler: each query sees only its RoI-pooled cell; resampler: every patch."""
-        return MAX_SPATIAL_KEYS if self.kind == "spatial_resampler" else None
+        return MAX_SPATIAL_KEYS if self.kind == SPATIAL_RESAMPLER else None
 
 
 def compressor_spec(kind: str, vision: PretrainedConfig, llm: PretrainedConfig) -> CompressorSpec:
-    if kind not in COMPRESSORS:
-        raise ValueError(f"unknown compressor {kind!r}; choose one of {COMPRESSORS}")
     return CompressorSpec(
-        kind=kind,
+        kind=check_compressor(kind),
         kv_dim=vision.hidden_size,
         embed_dim=llm.hidden_size,
-        num_queries=RESAMPLER_QUERIES.get(kind),
+        num_queries=queries_per_image(kind),
         num_heads=llm.hidden_size // RESAMPLER_HEAD_DIM,
     )
 
@@ -185,7 +182,7 @@ class MlpProjectorShape(nn.Sequential):
 
 
 def build_compressor(spec: CompressorSpec) -> nn.Module:
-    return MlpProjectorShape(spec) if spec.kind == "mlp" else PerceiverResamplerShape(spec)
+    return MlpProjectorShape(spec) if spec.kind == MLP else PerceiverResamplerShape(spec)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -229,7 +226,7 @@ def _models() -> dict[str, ModelSpec]:
                 name=f"llava-1.5-{size}",
                 vision=clip_vit_l14_336(),
                 llm=llm(),
-                compressor="mlp",
+                compressor=MLP,
                 strategy="pad336",
                 preset="pad336",
                 spatial_schema=False,
@@ -242,7 +239,7 @@ def _models() -> dict[str, ModelSpec]:
                 name=f"llava-uhd-{size}",
                 vision=clip_vit_l14_336(),
                 llm=llm(),
-                compressor="resampler",
+                compressor=RESAMPLER,
                 strategy="uhd",
                 preset="uhd-arxiv",
                 spatial_schema=True,
@@ -256,7 +253,7 @@ def _models() -> dict[str, ModelSpec]:
                 name=f"llava-uhd-144-{size}",
                 vision=clip_vit_l14_336(),
                 llm=llm(),
-                compressor="spatial_resampler",
+                compressor=SPATIAL_RESAMPLER,
                 strategy="uhd",
                 preset="uhd-eccv",
                 spatial_schema=True,
@@ -269,7 +266,7 @@ def _models() -> dict[str, ModelSpec]:
             name="llava-onevision-7b",
             vision=siglip_so400m_14_384(),
             llm=qwen2_7b(),
-            compressor="mlp",
+            compressor=MLP,
             strategy="anyres",
             preset="onevision",
             spatial_schema=False,
@@ -410,7 +407,7 @@ def llm_params_closed_form(cfg: PretrainedConfig) -> int:
 def compressor_params_closed_form(spec: CompressorSpec) -> tuple[int, int]:
     """(total, frozen) parameters of a compressor."""
     d, kv = spec.embed_dim, spec.kv_dim
-    if spec.kind == "mlp":
+    if spec.kind == MLP:
         return kv * d + d + d * d + d, 0
     q = spec.num_queries
     kv_proj = kv * d if kv != d else 0

@@ -35,12 +35,12 @@ import torch.nn.functional as F
 from torch.nn.init import trunc_normal_
 from torch.nn.utils.rnn import pad_sequence
 
+from components.compression import MLP, QUERIES, RESAMPLER, SPATIAL_GRID, SPATIAL_RESAMPLER, check_compressor
 from components.slicing.uhd import pool_shape
 
 from .posemb import interpolate_pos_embed, sincos_2d
 from .roi_align import apply_roi_weights, roi_align_weights
 
-COMPRESSOR_KINDS = ("resampler", "spatial_resampler", "mlp")
 LN_EPS = 1e-6
 PATCH_SIZE = 14  # only used to phrase the pool-shape rule like the slicing module (the ratio is what counts)
 
@@ -168,13 +168,13 @@ class _AttentionPool(Compressor):
 class Resampler(_AttentionPool):
     """arXiv-v1 perceiver resampler: `num_queries` (default 64) learned queries, one cross-attention."""
 
-    kind = "resampler"
+    kind = RESAMPLER
 
     def __init__(
         self,
         vision_dim: int,
         llm_dim: int,
-        num_queries: int = 64,
+        num_queries: int = QUERIES[RESAMPLER],
         num_heads: int | None = None,
         key_pos_grid: int | None = None,
     ) -> None:
@@ -223,13 +223,13 @@ def equal_boxes(rows: int, cols: int, grid: int, dtype: torch.dtype = torch.floa
 class SpatialResampler(_AttentionPool):
     """ECCV spatially constrained resampler: grid^2 (default 144) queries, each attending to its own cell."""
 
-    kind = "spatial_resampler"
+    kind = SPATIAL_RESAMPLER
 
     def __init__(
         self,
         vision_dim: int,
         llm_dim: int,
-        grid_size: int = 12,
+        grid_size: int = SPATIAL_GRID,
         num_heads: int | None = None,
         key_pos_grid: int | None = None,
     ) -> None:
@@ -292,7 +292,7 @@ class SpatialResampler(_AttentionPool):
 class MlpCompressor(Compressor, nn.Sequential):
     """LLaVA-1.5 `mlp2x_gelu`: Linear(vision, llm), GELU, Linear(llm, llm) per patch; keys `0.*`, `2.*`."""
 
-    kind = "mlp"
+    kind = MLP
 
     def __init__(self, vision_dim: int, llm_dim: int) -> None:
         super().__init__(nn.Linear(vision_dim, llm_dim), nn.GELU(), nn.Linear(llm_dim, llm_dim))
@@ -313,18 +313,10 @@ class MlpCompressor(Compressor, nn.Sequential):
         return list(x.split([f.shape[0] * f.shape[1] for f in feats]))
 
 
-_KINDS: dict[str, type[Compressor]] = {
-    "resampler": Resampler,
-    "spatial_resampler": SpatialResampler,
-    "mlp": MlpCompressor,
-}
+_KINDS: dict[str, type[Compressor]] = {cls.kind: cls for cls in (Resampler, SpatialResampler, MlpCompressor)}
 
 
 def build_compressor(kind: str, vision_dim: int, llm_dim: int, **kwargs) -> Compressor:
     """resampler (num_queries=64, num_heads=llm_dim//128, key_pos_grid=query grid), spatial_resampler
     (grid_size=12, num_heads, key_pos_grid) or mlp (no options)."""
-    try:
-        cls = _KINDS[kind]
-    except KeyError:
-        raise ValueError(f"unknown compressor {kind!r}; use one of {', '.join(COMPRESSOR_KINDS)}") from None
-    return cls(vision_dim, llm_dim, **kwargs)
+    return _KINDS[check_compressor(kind)](vision_dim, llm_dim, **kwargs)

@@ -54,6 +54,7 @@ from dataclasses import asdict, dataclass
 
 from transformers import PretrainedConfig
 
+from components.compression import MLP, SPATIAL_RESAMPLER, effective_spatial_schema
 from components.slicing.anyres import AnyresLayout
 from components.slicing.layout import Layout, patch_grid
 from components.slicing.strategies import plan_layout
@@ -77,12 +78,12 @@ _DEFAULT_PRESET = {"uhd": "uhd-arxiv", "anyres": "onevision", "pad336": "pad336"
 PAPER_FIGURES: dict[str, tuple[str, int, int, dict, float]] = {
     "LLaVA-1.5-13B 336x336 (Table 1)": ("llava-1.5-13b", 336, 336, {}, 15.5),
     "LLaVA-UHD-13B 672x1008 (Table 1)": ("llava-uhd-13b", 672, 1008, {}, 14.6),
-    "LLaVA-UHD-13B w/ MLP 672x1008 (Table 2)": ("llava-uhd-13b", 672, 1008, {"compressor": "mlp"}, 113.65),
+    "LLaVA-UHD-13B w/ MLP 672x1008 (Table 2)": ("llava-uhd-13b", 672, 1008, {"compressor": MLP}, 113.65),
     "w/ MLP & fixed 2x2 672x1008 (Table 2)": (
         "llava-uhd-13b",
         672,
         1008,
-        {"compressor": "mlp", "strategy": "fixed2x2"},
+        {"compressor": MLP, "strategy": "fixed2x2"},
         80.10,
     ),
 }
@@ -103,11 +104,11 @@ def vit_flops(cfg: PretrainedConfig, patches: int, cls_token: bool, layers: int)
 def compressor_flops(spec: CompressorSpec, keys: int, keys_per_query: int | None = None) -> int:
     """Compressor FLOPs for one encoded image with `keys` patch features."""
     d, kv = spec.embed_dim, spec.kv_dim
-    if spec.kind == "mlp":
+    if spec.kind == MLP:
         return 2 * keys * (kv * d + d * d)
     q = spec.num_queries
     kv_proj = 2 * keys * kv * d if kv != d else 0
-    if spec.kind == "spatial_resampler":
+    if spec.kind == SPATIAL_RESAMPLER:
         if keys_per_query is None:
             raise ValueError("spatial_resampler needs the RoI pool size (keys per query)")
         attended = q * keys_per_query  # K/V rows after RoI-Align, each query sees only its own cell
@@ -193,7 +194,7 @@ def _resolve_layout(spec: ModelSpec, width: int, height: int, compressor: str, s
     layout = plan_layout(width, height, strategy=strategy, preset=preset)
     if isinstance(layout, Layout):
         layout = layout.with_compressor(compressor, spatial_schema=spatial_schema)
-    elif compressor != "mlp":
+    elif compressor != MLP:
         raise ValueError(f"AnyRes layouts feed every crop's patches to an MLP projector, not {compressor!r}")
     return strategy, preset, layout
 
@@ -257,7 +258,7 @@ def flops_breakdown(
     comp_flops = 0
     for patches, grid in images:
         per_query = None
-        if comp.kind == "spatial_resampler":
+        if comp.kind == SPATIAL_RESAMPLER:
             ph, pw = pool_shape((grid[0] * spec.vision.patch_size, grid[1] * spec.vision.patch_size),
                                  spec.vision.patch_size)
             per_query = ph * pw
@@ -270,7 +271,7 @@ def flops_breakdown(
         strategy=strategy,
         preset=preset,
         compressor=compressor,
-        spatial_schema=bool(schema) if isinstance(layout, Layout) else False,
+        spatial_schema=effective_spatial_schema(schema, strategy),
         vit_passes=len(images),
         vit_patches=sum(p for p, _ in images),
         vit_layers=layers,
@@ -438,7 +439,7 @@ def training_memory_gb(
     images = images_per_sample if images_per_sample is not None else default_images_per_sample(model)
     vis = spec.vision
     n_v = (vis.image_size // vis.patch_size) ** 2 + (1 if spec.vision_has_cls else 0)
-    comp_act = 2 * b * images * n_v * (4 if comp.kind != "mlp" else 2) * comp.embed_dim
+    comp_act = 2 * b * images * n_v * (4 if comp.kind != MLP else 2) * comp.embed_dim
     vision_act = 2 * b * images * n_v * (4 * vis.hidden_size + vis.intermediate_size)
     vision_act += 2 * b * images * vis.num_attention_heads * n_v * n_v
     activations = checkpoints + recompute + logit_mem + comp_act + vision_act

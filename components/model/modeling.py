@@ -31,6 +31,7 @@ from transformers import (
 from transformers.configuration_utils import SubConfigSpec
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
+from components.compression import RESAMPLER, check_compressor, effective_compressor
 from components.slicing.anyres import VIDEO_POOL_STRIDE, AnyresLayout, get_anyres_preset, video_num_tokens
 from components.slicing.layout import ROW_SEPARATOR, SLICE_SEPARATOR, Layout
 from components.slicing.strategies import check_strategy, plan_layout
@@ -46,7 +47,7 @@ CLIP_VIT_L_336 = {"hidden_size": 1024, "intermediate_size": 4096, "num_hidden_la
 class LlavaUhdConfig(PreTrainedConfig):
     """vision_config / text_config: any CLIP-or-SigLIP vision config and any causal-LM config.
 
-    compressor      resampler | spatial_resampler | mlp   (AnyRes always projects every patch: mlp)
+    compressor      a components.compression name; `projector` is the one that runs (AnyRes: always mlp)
     spatial_schema  ',' between slices of a row and '\\n' after each row, as token embeddings
     strategy/preset the slicing the processor used; the model re-plans layouts with it
     image_token_id  the placeholder id the processor repeats once per visual token
@@ -62,7 +63,7 @@ class LlavaUhdConfig(PreTrainedConfig):
 
     vision_config: dict | PreTrainedConfig | None = None
     text_config: dict | PreTrainedConfig | None = None
-    compressor: str = "resampler"
+    compressor: str = RESAMPLER
     compressor_kwargs: dict | None = None
     spatial_schema: bool = True
     strategy: str = "uhd"
@@ -77,12 +78,12 @@ class LlavaUhdConfig(PreTrainedConfig):
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
         check_strategy(self.strategy, self.preset)
-        if self.compressor not in ("resampler", "spatial_resampler", "mlp"):
-            raise ValueError(f"compressor must be resampler, spatial_resampler or mlp, got {self.compressor!r}")
+        check_compressor(self.compressor)
 
     @property
     def projector(self) -> str:
-        return "mlp" if self.strategy == "anyres" else self.compressor
+        """The compressor that runs (components.compression's projector rule)."""
+        return effective_compressor(self.compressor, self.strategy)
 
 
 def separator_token_ids(tokenizer) -> tuple[int, int]:

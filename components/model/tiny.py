@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from transformers import CLIPVisionConfig, LlamaConfig, SiglipVisionConfig
 
+from components.compression import MLP, RESAMPLER, effective_compressor
+
 from .modeling import LlavaUhdConfig
 
 
@@ -26,7 +28,7 @@ def tiny_text_config(vocab_size: int, hidden: int = 64, layers: int = 2, tie: bo
 
 
 def tiny_llava_uhd_config(vocab_size: int, image_token_id: int, separator_ids: tuple[int, int],
-                          compressor: str = "resampler", strategy: str = "uhd", preset: str = "uhd-arxiv",
+                          compressor: str = RESAMPLER, strategy: str = "uhd", preset: str = "uhd-arxiv",
                           spatial_schema: bool = True, tie: bool = False, vision_hidden: int = 32,
                           vision_layers: int = 2, llm_hidden: int = 64, llm_layers: int = 2) -> LlavaUhdConfig:
     text = tiny_text_config(vocab_size, hidden=llm_hidden, layers=llm_layers, tie=tie)
@@ -34,7 +36,8 @@ def tiny_llava_uhd_config(vocab_size: int, image_token_id: int, separator_ids: t
         vision_config=tiny_vision_config(strategy, hidden=vision_hidden, layers=vision_layers).to_dict(),
         text_config=text.to_dict(),
         compressor=compressor,
-        compressor_kwargs={} if "mlp" in (compressor, "mlp" if strategy == "anyres" else None) else {"num_heads": 2},
+        # The resamplers' default heads (llm_dim // 128) would be 0 at tiny widths; the MLP takes no options.
+        compressor_kwargs={} if effective_compressor(compressor, strategy) == MLP else {"num_heads": 2},
         spatial_schema=spatial_schema,
         strategy=strategy,
         preset=preset,

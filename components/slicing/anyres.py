@@ -12,7 +12,9 @@ import math
 from dataclasses import dataclass
 from functools import lru_cache
 
-from .layout import COMPRESSORS, Size
+from components.compression import COMPRESSORS
+
+from .layout import Size
 
 
 @dataclass(frozen=True)

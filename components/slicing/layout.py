@@ -9,14 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from components.compression import COMPRESSORS, queries_per_image
+
 Size = tuple[int, int]
 
 SLICE_SEPARATOR = ","  # between slices of one row (spatial schema, after Fuyu)
 ROW_SEPARATOR = "\n"  # after the last slice of each row
-
-COMPRESSOR_QUERIES = {"resampler": 64, "spatial_resampler": 144}  # "mlp" keeps every patch token
-COMPRESSORS = ("resampler", "spatial_resampler", "mlp")
-
 
 def visual_token_count(record: dict, compressor: str, spatial_schema: bool) -> int:
     """Visual tokens for a layouts-table row under a model's compressor and spatial-schema switch.
@@ -108,12 +106,6 @@ class Layout:
 
     def with_compressor(self, compressor: str, spatial_schema: bool) -> Layout:
         """The same geometry under another compressor / schema switch (the Table 2 ablations)."""
-        if compressor == "mlp":
-            queries = None
-        elif compressor in COMPRESSOR_QUERIES:
-            queries = COMPRESSOR_QUERIES[compressor]
-        else:
-            raise ValueError(f"unknown compressor {compressor!r}; use resampler, spatial_resampler or mlp")
         separators = spatial_schema_separators(self.grid) if (spatial_schema and self.sliced) else ()
         return Layout(
             strategy=self.strategy,
@@ -123,7 +115,7 @@ class Layout:
             slices=self.slices,
             overview=self.overview,
             patch_size=self.patch_size,
-            queries=queries,
+            queries=queries_per_image(compressor),
             separators=separators,
             pre_resized=self.pre_resized,
             extras=self.extras,

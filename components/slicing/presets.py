@@ -17,6 +17,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from components.compression import QUERIES, RESAMPLER, SPATIAL_RESAMPLER
+
+ARXIV_QUERIES = QUERIES[RESAMPLER]  # the arXiv v1 presets were published with the perceiver resampler
+ECCV_QUERIES = QUERIES[SPATIAL_RESAMPLER]  # the ECCV / MiniCPM presets with the spatial resampler
+
 PATCH_SIZE = 14
 VIT_RESOLUTION = 336  # CLIP ViT-L/14-336: 24 x 24 = 576 patches
 
@@ -28,7 +33,7 @@ class UhdPreset:
     max_slices: int | None  # None: no cap (the paper's formula)
     resolution: int = VIT_RESOLUTION  # the ViT's native side; slices aim at resolution**2 pixels
     patch_size: int = PATCH_SIZE
-    queries: int = 64  # compressed tokens per encoded image (slice or overview)
+    queries: int = ARXIV_QUERIES  # compressed tokens per encoded image (slice or overview)
     separators: bool = False  # ',' after each slice in a row, '\n' after each row
     pre_resize_long_side: int | None = None  # eval-only: long side forced to this first (up or down)
 
@@ -40,19 +45,19 @@ class UhdPreset:
 PRESETS: dict[str, UhdPreset] = {
     p.name: p
     for p in (
-        UhdPreset("uhd-arxiv", rule="arxiv", max_slices=6, queries=64, separators=False),
-        UhdPreset("uhd-eccv", rule="eccv", max_slices=7, queries=144, separators=True),
+        UhdPreset("uhd-arxiv", rule="arxiv", max_slices=6, queries=ARXIV_QUERIES, separators=False),
+        UhdPreset("uhd-eccv", rule="eccv", max_slices=7, queries=ECCV_QUERIES, separators=True),
         UhdPreset(
             "uhd-eccv-eval",
             rule="eccv",
             max_slices=7,
-            queries=144,
+            queries=ECCV_QUERIES,
             separators=True,
             pre_resize_long_side=1024,
         ),
-        UhdPreset("minicpm", rule="eccv", max_slices=9, resolution=448, queries=144, separators=True),
-        UhdPreset("uhd-v2", rule="eccv", max_slices=9, queries=144, separators=True),
-        UhdPreset("paper", rule="paper", max_slices=None, queries=64, separators=False),
+        UhdPreset("minicpm", rule="eccv", max_slices=9, resolution=448, queries=ECCV_QUERIES, separators=True),
+        UhdPreset("uhd-v2", rule="eccv", max_slices=9, queries=ECCV_QUERIES, separators=True),
+        UhdPreset("paper", rule="paper", max_slices=None, queries=ARXIV_QUERIES, separators=False),
     )
 }
 

@@ -21,11 +21,12 @@ import numpy as np
 import pyarrow.parquet as pq
 import torch
 
+from components.compression import COMPRESSORS
 from components.data.catalog import TRAINING_SETS
 from components.data.conversation import IGNORE_INDEX, ContextTooLong, ConversationError, encode_conversation
 from components.model.modeling import LlavaUhdForConditionalGeneration
 from components.model.processor import UhdProcessor
-from components.slicing.layout import COMPRESSORS, visual_token_count
+from components.slicing.layout import visual_token_count
 
 DEFAULT_TEMPLATES = {"pretrain": "plain", "finetune": "vicuna_v1"}
 PLACEHOLDER = -200  # the encoder's one-per-image marker before expansion (never a vocabulary id)

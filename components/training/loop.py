@@ -23,6 +23,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from components.compression import RESAMPLER
+
 from . import deepspeed_config
 from .collate import Collate
 from .dataset import TrainingSet
@@ -44,7 +46,7 @@ class TrainConfig:
     tokenizer_dir: str = "tests/assets/llama_tokenizer"
     template: str | None = None  # default: plain (pretrain), vicuna_v1 (finetune)
     end_of_turn: str | None = None
-    compressor: str = "resampler"
+    compressor: str = RESAMPLER
     strategy: str = "uhd"
     preset: str = "uhd-arxiv"
     spatial_schema: bool = True  # the layouts table holds the count for either switch

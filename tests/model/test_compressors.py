@@ -9,8 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from components.compression import COMPRESSORS
 from components.model.compressors import (
-    COMPRESSOR_KINDS,
     Compressor,
     MlpCompressor,
     Resampler,
@@ -42,7 +42,7 @@ def _features(grids, seed: int = 1, dim: int = VISION, dtype=torch.float32) -> l
 # Interface
 
 
-@pytest.mark.parametrize("kind", COMPRESSOR_KINDS)
+@pytest.mark.parametrize("kind", COMPRESSORS)
 def test_shapes_for_every_grid_and_mixed_batch(kind):
     m = _build(kind)
     outs = m(_features(GRIDS))
@@ -55,7 +55,7 @@ def test_shapes_for_every_grid_and_mixed_batch(kind):
     assert m([]) == []
 
 
-@pytest.mark.parametrize("kind", COMPRESSOR_KINDS)
+@pytest.mark.parametrize("kind", COMPRESSORS)
 def test_batched_equals_one_by_one(kind):
     m = _build(kind)
     grids = GRIDS + [(24, 24), (3, 5)]
@@ -65,7 +65,7 @@ def test_batched_equals_one_by_one(kind):
         torch.testing.assert_close(out, m([f])[0], atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("kind", COMPRESSOR_KINDS)
+@pytest.mark.parametrize("kind", COMPRESSORS)
 def test_backward_reaches_every_parameter(kind):
     m = _build(kind)
     feats = [f.requires_grad_() for f in _features([(1, 1), (17, 29), (24, 24)])]
@@ -80,7 +80,7 @@ def test_backward_reaches_every_parameter(kind):
     assert all(torch.isfinite(f.grad).all() for f in feats)
 
 
-@pytest.mark.parametrize("kind", COMPRESSOR_KINDS)
+@pytest.mark.parametrize("kind", COMPRESSORS)
 def test_deterministic_given_seed(kind):
     a, b = _build(kind, seed=5), _build(kind, seed=5)
     for (ka, va), (kb, vb) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
@@ -92,7 +92,7 @@ def test_deterministic_given_seed(kind):
     assert any(not torch.equal(other[k], v) for k, v in a.state_dict().items())
 
 
-@pytest.mark.parametrize("kind", COMPRESSOR_KINDS)
+@pytest.mark.parametrize("kind", COMPRESSORS)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
 def test_dtype_follows_parameters(kind, dtype):
     m = _build(kind).to(dtype)
@@ -145,7 +145,7 @@ def test_reference_parameter_names():
 LAYOUT_SIZES = [(1, 1), (50, 2000), (2000, 50), (336, 336), (337, 336), (672, 1088), (1008, 672), (1920, 1080)]
 
 
-@pytest.mark.parametrize("kind", COMPRESSOR_KINDS)
+@pytest.mark.parametrize("kind", COMPRESSORS)
 @pytest.mark.parametrize("preset", ["uhd-arxiv", "uhd-eccv", "paper"])
 def test_tokens_match_layout(kind, preset):
     m = _build(kind)
