@@ -125,11 +125,10 @@ def evaluate(model_dir: Path, work: Path, strategy: str, args) -> dict:
     """GQA answers through the eval runner; accuracy of the fine-detail and the other questions apart."""
     from components.evaluation.benchmarks import ADAPTERS, benchmark_root, load_benchmark
     from components.evaluation.runner import predictions, run_benchmark
-    from components.model.modeling import LlavaUhdForConditionalGeneration
-    from components.training.loop import load_tokenizer
+    from components.model.build import load_saved_model, load_tokenizer_for
 
-    model = LlavaUhdForConditionalGeneration.from_pretrained(str(model_dir)).eval()
-    tokenizer = load_tokenizer("llama", args.tokenizer_dir)
+    model = load_saved_model(model_dir)
+    tokenizer = load_tokenizer_for(model, "llama", args.tokenizer_dir)
     eval_root = work / "raw" / "synthetic" / "eval"
     questions = load_benchmark("gqa", eval_root)
     answers = work / "runs" / strategy / "gqa_answers.jsonl"
@@ -158,7 +157,7 @@ def forced_choice(model, tokenizer, fine: list, root: Path) -> float:
     import torch
 
     from components.data.synthetic_images import LINES
-    from components.evaluation.runner import _open, build_prompt
+    from components.inference.generate import build_prompt, open_rgb
     from components.model.processor import UhdProcessor
 
     gold = json.loads((root / "testdev_balanced_questions.json").read_text())
@@ -166,7 +165,7 @@ def forced_choice(model, tokenizer, fine: list, root: Path) -> float:
     right = 0
     with torch.no_grad():
         for q in fine:
-            batch = processor([build_prompt(q.prompt_text, True)], [[_open(q.image)]], padding_side="left")
+            batch = processor([build_prompt(q.prompt_text, True)], [[open_rgb(q.image)]], padding_side="left")
             logits = model(**batch).logits[0, -1, ids]
             right += LINES[int(logits.argmax())] == gold[str(q.question_id)]["answer"]
     return round(100.0 * right / max(len(fine), 1), 1)
@@ -201,9 +200,10 @@ def feature_probe(args, pairs: int = 40, folds: int = 5) -> dict:
     import torch
 
     from components.data.synthetic_images import ASPECTS, FINE_LINES_MIN_SIDE, LINES, encode_image_file, render_scene
+    from components.model.build import build_model, load_tokenizer
     from components.slicing.pixels import encode_image
     from components.slicing.strategies import plan_layout
-    from components.training.loop import TrainConfig, build_model, load_tokenizer
+    from components.training.loop import TrainConfig
 
     files = []
     for i in range(pairs):

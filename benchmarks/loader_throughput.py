@@ -24,9 +24,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
+from components.model.build import build_model, load_tokenizer  # noqa: E402
 from components.training.collate import Collate  # noqa: E402
 from components.training.dataset import TrainingSet  # noqa: E402
-from components.training.loop import TrainConfig, build_model, load_tokenizer  # noqa: E402
+from components.training.loop import TrainConfig  # noqa: E402
 from components.training.sampler import LengthGroupedBatchSampler  # noqa: E402
 
 

@@ -114,7 +114,8 @@ def main(argv: list[str] | None = None) -> int:
         export_checkpoint(cfg, ckpt, model_dir)
     import mlflow
 
-    from components.tracking.mlflow_logging import log_pyfunc_model, resolve_tracking_uri, write_pointer
+    from components.inference.pyfunc import log_pyfunc_model
+    from components.tracking.mlflow_logging import resolve_tracking_uri, write_pointer
 
     mlflow.set_tracking_uri(resolve_tracking_uri(params.tracking.uri))
     with mlflow.start_run(run_id=result.mlflow_run_id):

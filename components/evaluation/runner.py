@@ -1,8 +1,8 @@
 """Batched, resumable generation over benchmark questions, writing LLaVA answers files (eval.md §1).
 
-``run_benchmark(model, tokenizer, questions, out_jsonl, ...)`` renders each question with the vicuna_v1 template
-(``SYSTEM USER: <image>\\n{prompt} ASSISTANT:``; text-only questions have no ``<image>``), generates with LEFT
-padding through :class:`UhdProcessor`, and appends one JSON line per question::
+``run_benchmark(model, tokenizer, questions, out_jsonl, ...)`` answers the questions in batches through the one
+generation implementation, :func:`components.inference.generate.generate_batch` (vicuna_v1 prompt, LEFT padding
+through :class:`UhdProcessor`, greedy or beam search), and appends one JSON line per question::
 
     {"question_id", "prompt", "text", "model_id", "metadata": {"uid", "num_beams", "max_new_tokens"}}
 
@@ -13,9 +13,7 @@ Resumable: questions whose uid is already in the file are skipped (a torn last l
 question is answered the file is rewritten in question-file order, so an interrupted-and-resumed run ends with the
 same file as an uninterrupted one. The POPE/MME scorers depend on that order (eval.md §5.3).
 
-Beam search: ``generate`` expands tensor kwargs per beam but not the ``pixel_values`` LIST, so for
-``num_beams > 1`` each sample's encoded images are repeated ``num_beams`` times here before the call (the visual
-encoder then runs once per beam on the prefill step). LLaVA-1.5 asserts batch size 1 (eval.md §1); batched greedy
+LLaVA-1.5 asserts batch size 1 (eval.md §1); batched greedy
 answers can differ from bs=1 in low-precision numerics (LLaVA#1928), which ``tests/evaluation/test_runner.py``
 checks for the float32 tiny model.
 """
@@ -28,31 +26,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
 from PIL import Image
 
-from components.data.conversation import VICUNA_V1_SYSTEM
 from components.evaluation.benchmarks.common import Question
+from components.inference.generate import generate_batch
 from components.model.processor import UhdProcessor
-from components.slicing.pixels import load_image
-
-IMAGE_MARKER = "<image>"
-
-
-def build_prompt(prompt_text: str, has_image: bool = True, template: str = "vicuna_v1",
-                 system: str = VICUNA_V1_SYSTEM) -> str:
-    """LLaVA ``conv_vicuna_v1.get_prompt()`` with an empty assistant turn:
-    ``system USER: [<image>\\n]text ASSISTANT:``."""
-    if template != "vicuna_v1":
-        raise ValueError(f"template {template!r} is not supported by the eval runner (only vicuna_v1)")
-    user = f"{IMAGE_MARKER}\n{prompt_text}" if has_image else prompt_text
-    return f"{system} USER: {user} ASSISTANT:"
-
-
-def _open(image) -> Image.Image:
-    if isinstance(image, Image.Image):
-        return image if image.mode == "RGB" else image.convert("RGB")
-    return load_image(image)
 
 
 def _json_safe(value: Any) -> Any:
@@ -92,15 +70,6 @@ def _write_lines(path: Path, rows: Sequence[dict]) -> None:
     os.replace(tmp, path)
 
 
-def _expand_pixels(pixel_values: list[torch.Tensor], counts: list[int], num_beams: int) -> list[torch.Tensor]:
-    """Each visual item's encoded images repeated per beam, matching generate's repeat_interleave of image_sizes."""
-    out, start = [], 0
-    for n in counts:
-        out += pixel_values[start:start + n] * num_beams
-        start += n
-    return out
-
-
 def _batches(questions: Sequence[Question], batch_size: int, key: Callable) -> list[list[Question]]:
     """Consecutive runs of at most batch_size questions sharing the decoding settings."""
     out: list[list[Question]] = []
@@ -110,29 +79,6 @@ def _batches(questions: Sequence[Question], batch_size: int, key: Callable) -> l
         else:
             out.append([q])
     return out
-
-
-@torch.no_grad()
-def generate_batch(model, processor: UhdProcessor, questions: Sequence[Question], max_new_tokens: int,
-                   num_beams: int = 1, template: str = "vicuna_v1",
-                   image_transform: Callable[[Image.Image], Image.Image] | None = None) -> list[str]:
-    """Greedy (or beam) answers of one batch, left padded. ``image_transform`` (e.g. the eval-only pre-resize or
-    the extreme-aspect padding of components.evaluation.variants) is applied to each opened RGB image."""
-    texts = [build_prompt(q.prompt_text, q.image is not None, template) for q in questions]
-    transform = image_transform or (lambda image: image)
-    images = [[transform(_open(q.image))] if q.image is not None else [] for q in questions]
-    batch = processor(texts, images, padding_side="left")
-    if num_beams > 1 and "pixel_values" in batch:
-        counts = [len(processor.process_image(im).pixels) for sample in images for im in sample]
-        batch["pixel_values"] = _expand_pixels(batch["pixel_values"], counts, num_beams)
-    device, dtype = model.device, model.dtype
-    batch = {k: ([t.to(device, dtype) for t in v] if k == "pixel_values" else v.to(device)) for k, v in batch.items()}
-    tok = processor.tokenizer
-    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-    out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, num_beams=num_beams,
-                         pad_token_id=pad, eos_token_id=tok.eos_token_id)
-    new = out[:, batch["input_ids"].shape[1]:]
-    return [t.strip() for t in tok.batch_decode(new, skip_special_tokens=True)]
 
 
 def run_benchmark(model, tokenizer, questions: Sequence[Question], out_jsonl: str | Path, batch_size: int = 8,

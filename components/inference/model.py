@@ -1,13 +1,14 @@
 """`UhdModel`: a loaded LLaVA-UHD + tokenizer answering questions about images.
 
-Prompting and generation are the evaluation runner's (`components.evaluation.runner.generate_batch`: vicuna_v1
+Prompting and generation are the benchmark runner's too (`components.inference.generate.generate_batch`: vicuna_v1
 prompt, left-padded batches through `UhdProcessor`, greedy by default), so an answer here is the answer the
-benchmarks score, and the MLflow pyfunc answers through this class too.
+benchmarks score, and the MLflow pyfunc (components.inference.pyfunc) answers through this class. The model and
+its tokenizer come from the model factory (components.model.build).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,10 +16,11 @@ from typing import Any
 import torch
 from PIL import Image
 
-from components.evaluation.benchmarks.common import Question
-from components.evaluation.runner import generate_batch
+from components.model.build import load_saved_model, load_tokenizer_for
 from components.model.processor import UhdProcessor
 from components.slicing.headers import read_header
+
+from .generate import Prompt, generate_batch
 
 DEFAULT_MAX_NEW_TOKENS = 32
 
@@ -38,25 +40,10 @@ class LayoutSummary:
                 f"{self.slices} slices + overview, {self.num_tokens} visual tokens")
 
 
-def load_tokenizer_for(model, kind: str, tokenizer_dir: str | Path):
-    """The training tokenizer (+ `<image>`), checked against the model so a wrong pairing fails loudly."""
-    from components.training.loop import load_tokenizer
-
-    tok = load_tokenizer(kind, str(tokenizer_dir))
-    image_id = tok.convert_tokens_to_ids("<image>")
-    if image_id != model.config.image_token_id:
-        raise ValueError(f"tokenizer {kind!r} at {tokenizer_dir} gives <image> id {image_id}, the model expects "
-                         f"{model.config.image_token_id}: it is not the tokenizer this model was trained with")
-    return tok
-
-
 def load_dir(model_dir: str | Path, tokenizer: str | None, tokenizer_dir: str | Path | None,
              device: str | torch.device = "cpu", source: str | None = None) -> UhdModel:
     """A `save_pretrained` directory + the tokenizer asset dir (None: a model that can plan layouts but not answer)."""
-    import components.model  # noqa: F401  (registers the classes with the Auto API)
-    from components.model.modeling import LlavaUhdForConditionalGeneration
-
-    model = LlavaUhdForConditionalGeneration.from_pretrained(str(model_dir)).to(device).eval()
+    model = load_saved_model(model_dir, device)
     tok = load_tokenizer_for(model, tokenizer or "llama", tokenizer_dir) if tokenizer_dir else None
     return UhdModel(model, tok, source=source or str(model_dir))
 
@@ -111,17 +98,13 @@ class UhdModel:
         image is a path, a PIL image or None (text-only)."""
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
-        questions = [Question(i, image, text, max_new_tokens, num_beams)
-                     for i, (image, text) in enumerate(map(_item, items))]
+        prompts = [Prompt(image, text) for image, text in map(_item, items)]
         processor = self.processor
         was_training = self.model.training
         self.model.eval()
         try:
-            return [text for start in range(0, len(questions), batch_size)
-                    for text in self._generate(processor, questions[start:start + batch_size])]
+            return [text for start in range(0, len(prompts), batch_size)
+                    for text in generate_batch(self.model, processor, prompts[start:start + batch_size],
+                                               max_new_tokens, num_beams)]
         finally:
             self.model.train(was_training)
-
-    def _generate(self, processor: UhdProcessor, questions: Sequence[Question]) -> list[str]:
-        q = questions[0]
-        return generate_batch(self.model, processor, questions, q.max_new_tokens, q.num_beams)

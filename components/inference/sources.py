@@ -3,7 +3,7 @@
 `resolve(source, tracking_uri, dst_path)` -> `ModelSource(model_dir, tokenizer_dir, tokenizer, uri)`:
 
 - `models:/llava-uhd@champion`, `models:/llava-uhd/3`, `models:/m-<id>`, `runs:/<run>/<path>`: the pyfunc
-  artifact (logged by `components.tracking.mlflow_logging.log_pyfunc_model`) is downloaded into dst_path; its
+  artifact (logged by `components.inference.pyfunc.log_pyfunc_model`) is downloaded into dst_path; its
   MLmodel names the model and tokenizer directories (`artifacts/<dir name>`) and the tokenizer kind
   (`model_config.tokenizer`), so the transformers directory is read as is, without unpickling the PythonModel.
 - a run id (32 hex digits): the newest model logged in that run; a bare `m-<id>`: that logged model.

@@ -3,18 +3,14 @@
 - `resolve_tracking_uri(uri)`: the argument, else `$MLFLOW_TRACKING_URI`, else `sqlite:///<abs cwd>/mlflow.db`
   (sqlite, never the file store, which MLflow 3 keeps in maintenance mode; shared/reference/stack.md §5).
 - `StageRun`: a context manager that starts a run in the experiment `<prefix>-<stage>`, logs the flattened
-  config as params, per-step metrics (`loss`, `lr`, `tokens_per_s`, anything else numeric) and the exported
-  model; on ranks other than 0 every method is a no-op, so callers need no `if rank == 0`.
-- `log_pyfunc_model(model_dir, ...)`: the `save_pretrained` directory logged as an MLflow pyfunc
-  (`LlavaUhdPyfunc`), not `mlflow.pytorch` (its default `pt2` serialization cannot export an HF model,
-  and pickle would tie the artifact to the class's module layout).
+  config as params and per-step metrics (`loss`, `lr`, `tokens_per_s`, anything else numeric); on ranks other
+  than 0 every method is a no-op, so callers need no `if rank == 0`.
 - `write_pointer(...)`: the small JSON a DVC stage declares as its out: run id, model URI, checkpoint URI and
   the sha256 of the exported `model.safetensors`.
 
-The pyfunc's `predict` takes a DataFrame with columns `image_path` (may be empty/None for text-only) and
-`question` and returns one greedy answer per row (vicuna_v1 prompt; `params={"max_new_tokens": n}`).
-The artifact holds the model directory and, when given, the tokenizer directory; it imports `components`
-from the environment that loads it (pass `code_paths` to bundle the package).
+The exported model itself is logged as an MLflow pyfunc by `components.inference.pyfunc.log_pyfunc_model` (in the
+active run): the pyfunc answers questions, which is inference's job, and tracking stays below inference in the
+import graph (tracking never imports the model code).
 """
 
 from __future__ import annotations
@@ -28,8 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
-import mlflow.pyfunc
-import pandas as pd
 
 PARAM_VALUE_LIMIT = 6000  # MLflow rejects longer param values
 
@@ -78,57 +72,6 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-# -- the pyfunc ------------------------------------------------------------------------------------------
-PREDICT_DEFAULTS = {"max_new_tokens": 32, "num_beams": 1, "batch_size": 8}  # predict's params
-
-
-class LlavaUhdPyfunc(mlflow.pyfunc.PythonModel):
-    """Loads `LlavaUhdForConditionalGeneration.from_pretrained(artifacts["model"])` (+ the tokenizer) and answers
-    through `components.inference.UhdModel`, i.e. the evaluation runner's prompt and generation."""
-
-    def load_context(self, context) -> None:
-        from components.inference import load_dir
-
-        tok_dir = context.artifacts.get("tokenizer")
-        kind = (context.model_config or {}).get("tokenizer", "llama")
-        self.uhd = load_dir(context.artifacts["model"], kind, tok_dir)
-        self.model, self.tokenizer = self.uhd.model, self.uhd.tokenizer
-
-    def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> list[str]:
-        """One answer per row of `image_path` (path, or None/"" for text-only) and `question`.
-        params (PREDICT_DEFAULTS): max_new_tokens, num_beams, batch_size (batched answers equal batch size 1)."""
-        if self.tokenizer is None:
-            raise RuntimeError("this model was logged without a tokenizer directory: predict needs one")
-        params = {**PREDICT_DEFAULTS, **(params or {})}
-        rows = model_input.to_dict("records")
-        return self.uhd.answer_batch(rows, batch_size=int(params["batch_size"]),
-                                     max_new_tokens=int(params["max_new_tokens"]), num_beams=int(params["num_beams"]))
-
-
-def pyfunc_signature():
-    """Inputs (image_path optional, question), one string per row out, and predict's params: without a params
-    schema MLflow drops the params a caller passes (it only warns 'Ignoring provided params')."""
-    from mlflow.models.signature import ModelSignature
-    from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
-
-    inputs = Schema([ColSpec("string", "image_path", required=False), ColSpec("string", "question")])
-    params = ParamSchema([ParamSpec(key, "long", value) for key, value in PREDICT_DEFAULTS.items()])
-    return ModelSignature(inputs=inputs, outputs=Schema([ColSpec("string")]), params=params)
-
-
-def log_pyfunc_model(model_dir: str | Path, tokenizer_dir: str | Path | None = None, tokenizer: str = "llama",
-                     name: str = "model", registered_model_name: str | None = None,
-                     code_paths: list[str] | None = None):
-    """Log the save_pretrained directory as a pyfunc in the active run; returns MLflow's ModelInfo."""
-    artifacts = {"model": str(model_dir)}
-    if tokenizer_dir:
-        artifacts["tokenizer"] = str(tokenizer_dir)
-    return mlflow.pyfunc.log_model(name=name, python_model=LlavaUhdPyfunc(), artifacts=artifacts,
-                                   model_config={"tokenizer": tokenizer}, code_paths=code_paths,
-                                   signature=pyfunc_signature(), registered_model_name=registered_model_name,
-                                   pip_requirements=[])
-
-
 # -- one run per stage -----------------------------------------------------------------------------------
 class StageRun:
     """`with StageRun("pretrain", params=cfg) as run: run.log_step(step, loss=..., lr=...)`; rank 0 only.
@@ -146,7 +89,6 @@ class StageRun:
         self.enabled = is_rank_zero() if enabled is None else enabled
         self.tracking_uri = resolve_tracking_uri(tracking_uri) if self.enabled else None
         self.run_id: str | None = run_id if self.enabled else None
-        self.model_uri: str | None = None
 
     def __enter__(self) -> StageRun:
         if not self.enabled:
@@ -197,17 +139,6 @@ class StageRun:
             self._client.log_batch(self.run_id, metrics=[Metric(k, v, now, int(step)) for k, v in metrics.items()])
         elif metrics:
             mlflow.log_metrics(metrics, step=int(step))
-
-    def log_model(self, model_dir: str | Path, tokenizer_dir: str | Path | None = None, tokenizer: str = "llama",
-                  registered_model_name: str | None = None) -> str | None:
-        """The exported directory as a pyfunc; returns its model URI (None on other ranks)."""
-        if not self.enabled:
-            return None
-        if self.attached:
-            raise RuntimeError("log the model from the process that owns the run (not an attached StageRun)")
-        info = log_pyfunc_model(model_dir, tokenizer_dir, tokenizer, registered_model_name=registered_model_name)
-        self.model_uri = info.model_uri
-        return self.model_uri
 
 
 def write_pointer(path: str | Path, mlflow_run_id: str | None, model_uri: str | None,

@@ -1,8 +1,9 @@
 """After `ray_trainer.fit`: the final DeepSpeed checkpoint -> a `save_pretrained` directory, and the DVC reports.
 
-`export_checkpoint(cfg, checkpoint_dir, out_dir)` rebuilds the model of `cfg` (loop.build_model) and loads the
-module weights of the newest `step<N>/mp_rank_00_model_states.pt` (ZeRO 0-2 keep the full module there; ZeRO-3
-is consolidated with DeepSpeed's zero_to_fp32). `write_reports` writes the per-step loss/lr CSV (DVC plots) and
+`export_checkpoint(cfg, checkpoint_dir, out_dir)` rebuilds the model of `cfg` with the factory
+(`components.model.build.build_model`) and loads the module weights of the newest
+`step<N>/mp_rank_00_model_states.pt` (ZeRO 0-2 keep the full module there; ZeRO-3 is consolidated with
+DeepSpeed's zero_to_fp32). `write_reports` writes the per-step loss/lr CSV (DVC plots) and
 the summary metrics JSON (DVC metrics).
 """
 
@@ -16,7 +17,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .loop import TrainConfig, build_model, load_tokenizer
+from components.model.build import build_model, load_tokenizer
+
+from .loop import TrainConfig
 
 
 def _step_dir(checkpoint_dir: Path) -> Path:

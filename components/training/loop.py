@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import random
-import re
 import socket
 import time
 from collections.abc import Callable
@@ -24,6 +23,7 @@ import numpy as np
 import torch
 
 from components.compression import RESAMPLER
+from components.model.build import build_model, load_tokenizer
 
 from . import deepspeed_config
 from .collate import Collate
@@ -90,73 +90,16 @@ class TrainHooks:
     save: Callable[[object, int, dict], str] | None = None
 
 
-def load_tokenizer(kind: str, asset_dir: str):
-    from components.data import tokenizers
-
-    loaders = {"llama": tokenizers.load_llama_tokenizer, "gpt2": tokenizers.load_gpt2_tokenizer,
-               "smollm2": tokenizers.load_smollm2_tokenizer}
-    tok = loaders[kind](asset_dir)
-    tokenizers.add_image_token(tok)
-    return tok
+def trainable_modules(stage: str, tune_vision: bool) -> tuple[str, ...]:
+    """Top-level modules a stage updates: pretrain the compressor, finetune also the LLM (and the ViT if asked)."""
+    return TRAINABLE[stage] + (("vision_tower",) if tune_vision and stage == "finetune" else ())
 
 
-def model_config(cfg: TrainConfig, tokenizer):
-    """The LlavaUhdConfig of `cfg.architecture`: tiny sizes, or a paper spec's CLIP + Vicuna configs (built in code,
-    never fetched) with the vocabulary of `tokenizer` (Vicuna's 32000 + the <image> token)."""
-    from components.model.modeling import LlavaUhdConfig, separator_token_ids
-    from components.model.tiny import tiny_llava_uhd_config
-
-    image_id, separators = tokenizer.convert_tokens_to_ids("<image>"), separator_token_ids(tokenizer)
-    common = {"compressor": cfg.compressor, "strategy": cfg.strategy, "preset": cfg.preset,
-              "spatial_schema": cfg.spatial_schema}
-    if cfg.architecture == "tiny":
-        config = tiny_llava_uhd_config(len(tokenizer), image_id, separators, vision_hidden=cfg.vision_hidden,
-                                       vision_layers=cfg.vision_layers, llm_hidden=cfg.llm_hidden,
-                                       llm_layers=cfg.llm_layers, **common)
-        config.tune_vision = cfg.tune_vision
-        return config
-    from components.model.architectures import get_model_spec
-
-    spec = get_model_spec(cfg.architecture)
-    text = spec.llm.to_dict() | {"vocab_size": len(tokenizer)}
-    return LlavaUhdConfig(vision_config=spec.vision.to_dict(), text_config=text, **common,
-                          vision_feature_layer=spec.vision_feature_layer, tune_vision=cfg.tune_vision,
-                          image_token_id=image_id, slice_separator_id=separators[0], row_separator_id=separators[1],
-                          tie_word_embeddings=False)
-
-
-def _load_pretrained(model, cfg: TrainConfig, vocab_size: int) -> None:
-    """Paper scale: the released CLIP and Vicuna weights (safetensors only: no pickles from outside)."""
-    from transformers import AutoModelForCausalLM, CLIPVisionModel
-
-    if cfg.vision_weights:
-        tower = model.vision_tower.model
-        state = CLIPVisionModel.from_pretrained(cfg.vision_weights, use_safetensors=True).state_dict()
-        missing, unexpected = tower.load_state_dict(state, strict=False)
-        kept = len(getattr(tower, "vision_model", tower).encoder.layers)  # the tower is cut after its feature layer
-        layer = [re.search(r"encoder\.layers\.(\d+)\.", k) for k in unexpected]
-        extra = [k for k, m in zip(unexpected, layer, strict=True) if m is None or int(m.group(1)) < kept]
-        if missing or extra:
-            raise ValueError(f"{cfg.vision_weights} does not fit the tower: missing {missing}, unexpected {extra}")
-    if cfg.llm_weights:
-        llm = AutoModelForCausalLM.from_pretrained(cfg.llm_weights, use_safetensors=True)
-        llm.resize_token_embeddings(vocab_size)  # + <image>
-        model.language_model = llm
-
-
-def build_model(cfg: TrainConfig, tokenizer):
-    from components.model.modeling import LlavaUhdForConditionalGeneration
-
-    torch.manual_seed(cfg.seed)
-    model = LlavaUhdForConditionalGeneration(model_config(cfg, tokenizer))
-    if cfg.init_from:
-        from safetensors.torch import load_file
-
-        state = load_file(str(Path(cfg.init_from) / "model.safetensors"))
-        model.load_state_dict(state, strict=True)  # a different compressor or size is an error, not a warning
-    elif cfg.architecture != "tiny":
-        _load_pretrained(model, cfg, len(tokenizer))
-    trainable = TRAINABLE[cfg.stage] + (("vision_tower",) if cfg.tune_vision and cfg.stage == "finetune" else ())
+def build_stage_model(cfg: TrainConfig, tokenizer):
+    """The factory's model of `cfg` (components.model.build), with only the stage's modules trainable and
+    activation checkpointing on when asked: how a model is trained is this loop's concern, not the factory's."""
+    model = build_model(cfg, tokenizer)
+    trainable = trainable_modules(cfg.stage, cfg.tune_vision)
     for name, param in model.named_parameters():
         param.requires_grad_(name.split(".")[0] in trainable)
     if cfg.gradient_checkpointing:  # non-reentrant: works with the frozen embeddings of pretraining
@@ -217,7 +160,7 @@ def train(cfg: TrainConfig, hooks: TrainHooks | None = None) -> dict:
         deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
     world_size, rank = int(os.environ["WORLD_SIZE"]), int(os.environ["RANK"])
     tokenizer = load_tokenizer(cfg.tokenizer, cfg.tokenizer_dir)
-    model = build_model(cfg, tokenizer)
+    model = build_stage_model(cfg, tokenizer)
     dataset = TrainingSet(cfg.validated_dir, cfg.layouts_path, cfg.raw_root, cfg.stage, tokenizer, model.config,
                           source=cfg.source, template=cfg.template, max_length=cfg.max_length,
                           end_of_turn=cfg.end_of_turn, limit=cfg.limit)

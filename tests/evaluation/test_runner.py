@@ -13,7 +13,8 @@ from components.data.synthetic import DatasetWriter, SyntheticSpec
 from components.data.synthetic_eval import mme, pope
 from components.data.tokenizers import add_image_token, load_gpt2_tokenizer
 from components.evaluation.benchmarks import ADAPTERS, Question
-from components.evaluation.runner import build_prompt, ordered_answers, predictions, run_benchmark
+from components.evaluation.runner import ordered_answers, predictions, run_benchmark
+from components.inference.generate import build_prompt
 from components.model.modeling import LlavaUhdForConditionalGeneration, separator_token_ids
 from components.model.tiny import tiny_llava_uhd_config
 

@@ -8,9 +8,9 @@ import pytest
 import torch
 from PIL import Image
 
+from components.model.build import load_tokenizer
 from components.model.modeling import LlavaUhdForConditionalGeneration, separator_token_ids
 from components.model.tiny import tiny_llava_uhd_config
-from components.training.loop import load_tokenizer
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
@@ -66,7 +66,7 @@ def logged(tiny, tokenizer_dir, tmp_path_factory):
     """{dir, uri, run_id, model_uri, version}: the model as a directory and in MLflow (logged + registered)."""
     import mlflow
 
-    from components.tracking.mlflow_logging import log_pyfunc_model
+    from components.inference.pyfunc import log_pyfunc_model
 
     model, _ = tiny
     root = tmp_path_factory.mktemp("mlflow")

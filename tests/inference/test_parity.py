@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from components.inference import ModelNotFound, UhdModel, load_model
+from components.inference.pyfunc import LlavaUhdPyfunc
 from components.model.processor import UhdProcessor
-from components.tracking.mlflow_logging import LlavaUhdPyfunc
 
 from .conftest import REGISTERED, SIZES, active_store
 

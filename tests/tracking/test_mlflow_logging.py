@@ -1,5 +1,6 @@
-"""MLflow tracking against a real sqlite store in tmp: params, per-step metrics, the exported model as a pyfunc
-(reloaded with the same weights, and answering a question), the DVC pointer, and rank != 0 writing nothing."""
+"""MLflow tracking against a real sqlite store in tmp: params, per-step metrics, the exported model logged in the
+stage's run as a pyfunc (components.inference.pyfunc: reloaded with the same weights, and answering a question),
+the DVC pointer, and rank != 0 writing nothing."""
 
 import json
 import os
@@ -8,8 +9,10 @@ import pandas as pd
 import pytest
 import torch
 
+from components.inference.pyfunc import log_pyfunc_model
+from components.model.build import build_model, load_tokenizer
 from components.tracking import mlflow_logging as ml
-from components.training.loop import TrainConfig, build_model, load_tokenizer
+from components.training.loop import TrainConfig
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
@@ -48,7 +51,7 @@ def test_stage_run_logs_params_metrics_and_a_reloadable_pyfunc(exported, tmp_pat
     with ml.StageRun("pretrain", params=cfg, tracking_uri=uri, run_name="t") as run:
         for step, loss in enumerate([3.0, 2.5, 2.0], start=1):
             run.log_step(step, loss=loss, lr=1e-3 * step, tokens_per_s=100.0)
-        model_uri = run.log_model(model_dir, tokenizer_dir=cfg.tokenizer_dir, registered_model_name="llava-uhd-tiny")
+        model_uri = log_pyfunc_model(model_dir, cfg.tokenizer_dir, registered_model_name="llava-uhd-tiny").model_uri
     client = mlflow.MlflowClient(uri)
     data = client.get_run(run.run_id).data
     assert data.params["lr"] == "0.001" and data.params["stage"] == "pretrain" and data.tags["stage"] == "pretrain"
@@ -80,5 +83,4 @@ def test_other_ranks_write_nothing(tmp_path, monkeypatch):
     monkeypatch.setenv("RANK", "1")
     with ml.StageRun("finetune", params={"a": 1}, tracking_uri=f"sqlite:///{tmp_path}/mlflow.db") as run:
         run.log_step(1, loss=1.0)
-        assert run.log_model(tmp_path) is None
     assert run.run_id is None and not (tmp_path / "mlflow.db").exists()

@@ -8,10 +8,11 @@ import pytest
 import torch
 
 from components.data.conversation import IGNORE_INDEX
+from components.model.build import build_model, load_tokenizer
 from components.slicing.layout import visual_token_count
 from components.training.collate import Collate
 from components.training.dataset import TrainingSet
-from components.training.loop import TrainConfig, build_model, load_tokenizer
+from components.training.loop import TrainConfig
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,8 @@ import os
 import pytest
 import torch
 
-from components.training.loop import TrainConfig, build_model, load_tokenizer, train
+from components.model.build import build_model, load_tokenizer
+from components.training.loop import TrainConfig, build_stage_model, train
 from tests.training.test_dataset import tiny_data  # noqa: F401  (session fixture)
 
 os.environ.setdefault("DS_ACCELERATOR", "cpu")
@@ -23,7 +24,7 @@ def config(data, out, **kw):
                                              ("finetune", {"compressor", "language_model"})])
 def test_trainable_modules_per_stage(tiny_data, stage, trainable):  # noqa: F811
     cfg = config(tiny_data, "unused", stage=stage)
-    model = build_model(cfg, load_tokenizer(cfg.tokenizer, cfg.tokenizer_dir))
+    model = build_stage_model(cfg, load_tokenizer(cfg.tokenizer, cfg.tokenizer_dir))
     assert {n.split(".")[0] for n, p in model.named_parameters() if p.requires_grad} == trainable
 
 

@@ -9,8 +9,9 @@ import torch
 
 from components.config import load_params
 from components.model.architectures import meta_parameter_counts
+from components.model.build import load_tokenizer, model_config
 from components.model.modeling import LlavaUhdForConditionalGeneration
-from components.training.loop import TrainConfig, build_model, load_tokenizer, model_config
+from components.training.loop import TrainConfig, build_stage_model
 
 
 def _train_config(params, stage: str) -> TrainConfig:
@@ -58,10 +59,10 @@ def test_gradient_checkpointing_and_tune_vision_on_the_tiny_model(repo_root):
     cfg = dataclasses.replace(_train_config(params, "finetune"), gradient_checkpointing=True, tune_vision=True,
                               tokenizer_dir=str(repo_root / params.model.tokenizer_dir))
     tokenizer = load_tokenizer(cfg.tokenizer, cfg.tokenizer_dir)
-    model = build_model(cfg, tokenizer)
+    model = build_stage_model(cfg, tokenizer)
     assert model.language_model.model.gradient_checkpointing
     assert all(p.requires_grad for p in model.vision_tower.parameters())
-    frozen = build_model(dataclasses.replace(cfg, stage="pretrain"), tokenizer)
+    frozen = build_stage_model(dataclasses.replace(cfg, stage="pretrain"), tokenizer)
     assert not any(p.requires_grad for p in frozen.vision_tower.parameters())  # tune_vision: finetune only
     model.train()
     ids = torch.tensor([[1, 15043, 3186, 2]])

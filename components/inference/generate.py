@@ -1,0 +1,90 @@
+"""One generation implementation: prompts in, answers out, for evaluation and inference alike.
+
+``generate_batch(model, processor, requests, max_new_tokens, num_beams)`` renders each request with the
+vicuna_v1 template (``SYSTEM USER: <image>\\n{prompt} ASSISTANT:``; text-only requests have no ``<image>``),
+generates with LEFT padding through :class:`UhdProcessor` and returns the decoded new tokens, stripped. A
+request is anything with ``image`` (a path, a PIL image or None) and ``prompt_text``: the benchmark runner
+passes its ``Question`` records (components.evaluation.runner), ``UhdModel`` its ``Prompt``s, so an answer from
+``UhdModel.answer`` is the answer the benchmarks score.
+
+Beam search: ``generate`` expands tensor kwargs per beam but not the ``pixel_values`` LIST, so for
+``num_beams > 1`` each sample's encoded images are repeated ``num_beams`` times here before the call (the visual
+encoder then runs once per beam on the prefill step).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import torch
+from PIL import Image
+
+from components.data.conversation import VICUNA_V1_SYSTEM
+from components.model.processor import UhdProcessor
+from components.slicing.pixels import load_image
+
+IMAGE_MARKER = "<image>"
+
+
+class GenerationRequest(Protocol):
+    image: Any
+    prompt_text: str
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """One question to answer: ``image`` is a path, a PIL image or None (text-only)."""
+
+    image: Any
+    prompt_text: str
+
+
+def build_prompt(prompt_text: str, has_image: bool = True, template: str = "vicuna_v1",
+                 system: str = VICUNA_V1_SYSTEM) -> str:
+    """LLaVA ``conv_vicuna_v1.get_prompt()`` with an empty assistant turn:
+    ``system USER: [<image>\\n]text ASSISTANT:``."""
+    if template != "vicuna_v1":
+        raise ValueError(f"template {template!r} is not supported by the eval runner (only vicuna_v1)")
+    user = f"{IMAGE_MARKER}\n{prompt_text}" if has_image else prompt_text
+    return f"{system} USER: {user} ASSISTANT:"
+
+
+def open_rgb(image) -> Image.Image:
+    """A path or PIL image as an RGB PIL image (how every generated-for image is opened)."""
+    if isinstance(image, Image.Image):
+        return image if image.mode == "RGB" else image.convert("RGB")
+    return load_image(image)
+
+
+def _expand_pixels(pixel_values: list[torch.Tensor], counts: list[int], num_beams: int) -> list[torch.Tensor]:
+    """Each visual item's encoded images repeated per beam, matching generate's repeat_interleave of image_sizes."""
+    out, start = [], 0
+    for n in counts:
+        out += pixel_values[start:start + n] * num_beams
+        start += n
+    return out
+
+
+@torch.no_grad()
+def generate_batch(model, processor: UhdProcessor, questions: Sequence[GenerationRequest], max_new_tokens: int,
+                   num_beams: int = 1, template: str = "vicuna_v1",
+                   image_transform: Callable[[Image.Image], Image.Image] | None = None) -> list[str]:
+    """Greedy (or beam) answers of one batch, left padded. ``image_transform`` (e.g. the eval-only pre-resize or
+    the extreme-aspect padding of components.evaluation.variants) is applied to each opened RGB image."""
+    texts = [build_prompt(q.prompt_text, q.image is not None, template) for q in questions]
+    transform = image_transform or (lambda image: image)
+    images = [[transform(open_rgb(q.image))] if q.image is not None else [] for q in questions]
+    batch = processor(texts, images, padding_side="left")
+    if num_beams > 1 and "pixel_values" in batch:
+        counts = [len(processor.process_image(im).pixels) for sample in images for im in sample]
+        batch["pixel_values"] = _expand_pixels(batch["pixel_values"], counts, num_beams)
+    device, dtype = model.device, model.dtype
+    batch = {k: ([t.to(device, dtype) for t in v] if k == "pixel_values" else v.to(device)) for k, v in batch.items()}
+    tok = processor.tokenizer
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, num_beams=num_beams,
+                         pad_token_id=pad, eos_token_id=tok.eos_token_id)
+    new = out[:, batch["input_ids"].shape[1]:]
+    return [t.strip() for t in tok.batch_decode(new, skip_special_tokens=True)]

@@ -1,0 +1,67 @@
+"""The exported model as an MLflow pyfunc (`LlavaUhdPyfunc`), and `log_pyfunc_model` that logs it in the active run.
+
+A pyfunc, not `mlflow.pytorch`: its default `pt2` serialization cannot export an HF model, and pickling the model
+would tie the artifact to the class's module layout. The artifact holds the `save_pretrained` directory and, when
+given, the tokenizer directory; `components.inference.sources` reads both back without unpickling the PythonModel.
+It imports `components` from the environment that loads it (pass `code_paths` to bundle the package).
+
+`predict` takes a DataFrame with columns `image_path` (may be empty/None for text-only) and `question` and returns
+one greedy answer per row (vicuna_v1 prompt; `params={"max_new_tokens": n}`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow
+import mlflow.pyfunc
+import pandas as pd
+
+from .model import load_dir
+
+PREDICT_DEFAULTS = {"max_new_tokens": 32, "num_beams": 1, "batch_size": 8}  # predict's params
+
+
+class LlavaUhdPyfunc(mlflow.pyfunc.PythonModel):
+    """Loads `artifacts["model"]` (+ the tokenizer) with `load_dir` and answers through `UhdModel`, i.e. the
+    benchmark runner's prompt and generation."""
+
+    def load_context(self, context) -> None:
+        tok_dir = context.artifacts.get("tokenizer")
+        kind = (context.model_config or {}).get("tokenizer", "llama")
+        self.uhd = load_dir(context.artifacts["model"], kind, tok_dir)
+        self.model, self.tokenizer = self.uhd.model, self.uhd.tokenizer
+
+    def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> list[str]:
+        """One answer per row of `image_path` (path, or None/"" for text-only) and `question`.
+        params (PREDICT_DEFAULTS): max_new_tokens, num_beams, batch_size (batched answers equal batch size 1)."""
+        if self.tokenizer is None:
+            raise RuntimeError("this model was logged without a tokenizer directory: predict needs one")
+        params = {**PREDICT_DEFAULTS, **(params or {})}
+        rows = model_input.to_dict("records")
+        return self.uhd.answer_batch(rows, batch_size=int(params["batch_size"]),
+                                     max_new_tokens=int(params["max_new_tokens"]), num_beams=int(params["num_beams"]))
+
+
+def pyfunc_signature():
+    """Inputs (image_path optional, question), one string per row out, and predict's params: without a params
+    schema MLflow drops the params a caller passes (it only warns 'Ignoring provided params')."""
+    from mlflow.models.signature import ModelSignature
+    from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
+
+    inputs = Schema([ColSpec("string", "image_path", required=False), ColSpec("string", "question")])
+    params = ParamSchema([ParamSpec(key, "long", value) for key, value in PREDICT_DEFAULTS.items()])
+    return ModelSignature(inputs=inputs, outputs=Schema([ColSpec("string")]), params=params)
+
+
+def log_pyfunc_model(model_dir: str | Path, tokenizer_dir: str | Path | None = None, tokenizer: str = "llama",
+                     name: str = "model", registered_model_name: str | None = None,
+                     code_paths: list[str] | None = None):
+    """Log the save_pretrained directory as a pyfunc in the active run; returns MLflow's ModelInfo."""
+    artifacts = {"model": str(model_dir)}
+    if tokenizer_dir:
+        artifacts["tokenizer"] = str(tokenizer_dir)
+    return mlflow.pyfunc.log_model(name=name, python_model=LlavaUhdPyfunc(), artifacts=artifacts,
+                                   model_config={"tokenizer": tokenizer}, code_paths=code_paths,
+                                   signature=pyfunc_signature(), registered_model_name=registered_model_name,
+                                   pip_requirements=[])

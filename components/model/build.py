@@ -1,0 +1,109 @@
+"""The one model factory: a tokenizer, the LlavaUhdConfig of a run, a fresh or initialised model, a saved model.
+
+Training, export, evaluation, inference, the MLflow pyfunc, the tests and the benchmarks all get their model and
+tokenizer here, so a model is built in one order (hence from one seed, one set of weights) wherever it is built.
+
+`spec` is any object with the run's model attributes (`components.training.loop.TrainConfig` is one):
+
+    architecture            tiny | a components/model/architectures.py MODELS name (llava-uhd-7b, -13b, ...)
+    tokenizer, tokenizer_dir the tokenizer kind (llama | gpt2 | smollm2) and its offline asset directory
+    compressor, strategy, preset, spatial_schema, tune_vision
+    vision_hidden, vision_layers, llm_hidden, llm_layers      the tiny sizes (components/model/tiny.py)
+    vision_weights, llm_weights   paper scale: safetensors directories or hub ids of CLIP and the LLM
+    seed, init_from         the initialisation seed; a save_pretrained directory whose weights start the run
+
+Which parameters a training stage updates (and activation checkpointing) is the training loop's business: the
+factory decides what the weights are, never how they are trained.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import torch
+
+from components.data import tokenizers
+
+from .architectures import get_model_spec
+from .modeling import LlavaUhdConfig, LlavaUhdForConditionalGeneration, separator_token_ids
+from .tiny import tiny_llava_uhd_config
+
+TOKENIZER_LOADERS = {"llama": tokenizers.load_llama_tokenizer, "gpt2": tokenizers.load_gpt2_tokenizer,
+                     "smollm2": tokenizers.load_smollm2_tokenizer}
+
+
+def load_tokenizer(kind: str, asset_dir: str | Path):
+    """The tokenizer `kind` from its offline asset directory, with the `<image>` token added."""
+    tok = TOKENIZER_LOADERS[kind](str(asset_dir))
+    tokenizers.add_image_token(tok)
+    return tok
+
+
+def model_config(spec, tokenizer) -> LlavaUhdConfig:
+    """The LlavaUhdConfig of `spec.architecture`: tiny sizes, or a paper spec's CLIP + Vicuna configs (built in
+    code, never fetched) with the vocabulary of `tokenizer` (Vicuna's 32000 + the <image> token)."""
+    image_id, separators = tokenizer.convert_tokens_to_ids(tokenizers.IMAGE_TOKEN), separator_token_ids(tokenizer)
+    common = {"compressor": spec.compressor, "strategy": spec.strategy, "preset": spec.preset,
+              "spatial_schema": spec.spatial_schema}
+    if spec.architecture == "tiny":
+        config = tiny_llava_uhd_config(len(tokenizer), image_id, separators, vision_hidden=spec.vision_hidden,
+                                       vision_layers=spec.vision_layers, llm_hidden=spec.llm_hidden,
+                                       llm_layers=spec.llm_layers, **common)
+        config.tune_vision = spec.tune_vision
+        return config
+    paper = get_model_spec(spec.architecture)
+    text = paper.llm.to_dict() | {"vocab_size": len(tokenizer)}
+    return LlavaUhdConfig(vision_config=paper.vision.to_dict(), text_config=text, **common,
+                          vision_feature_layer=paper.vision_feature_layer, tune_vision=spec.tune_vision,
+                          image_token_id=image_id, slice_separator_id=separators[0], row_separator_id=separators[1],
+                          tie_word_embeddings=False)
+
+
+def load_pretrained_weights(model: LlavaUhdForConditionalGeneration, spec, vocab_size: int) -> None:
+    """Paper scale: the released CLIP and Vicuna weights (safetensors only: no pickles from outside)."""
+    from transformers import AutoModelForCausalLM, CLIPVisionModel
+
+    if spec.vision_weights:
+        tower = model.vision_tower.model
+        state = CLIPVisionModel.from_pretrained(spec.vision_weights, use_safetensors=True).state_dict()
+        missing, unexpected = tower.load_state_dict(state, strict=False)
+        kept = len(getattr(tower, "vision_model", tower).encoder.layers)  # the tower is cut after its feature layer
+        layer = [re.search(r"encoder\.layers\.(\d+)\.", k) for k in unexpected]
+        extra = [k for k, m in zip(unexpected, layer, strict=True) if m is None or int(m.group(1)) < kept]
+        if missing or extra:
+            raise ValueError(f"{spec.vision_weights} does not fit the tower: missing {missing}, unexpected {extra}")
+    if spec.llm_weights:
+        llm = AutoModelForCausalLM.from_pretrained(spec.llm_weights, use_safetensors=True)
+        llm.resize_token_embeddings(vocab_size)  # + <image>
+        model.language_model = llm
+
+
+def build_model(spec, tokenizer) -> LlavaUhdForConditionalGeneration:
+    """A fresh model of `spec` from `spec.seed`, then the weights of `spec.init_from` (a save_pretrained
+    directory) or, at paper scale, the pretrained vision tower and LLM. Every parameter is left trainable."""
+    torch.manual_seed(spec.seed)
+    model = LlavaUhdForConditionalGeneration(model_config(spec, tokenizer))
+    if spec.init_from:
+        from safetensors.torch import load_file
+
+        state = load_file(str(Path(spec.init_from) / "model.safetensors"))
+        model.load_state_dict(state, strict=True)  # a different compressor or size is an error, not a warning
+    elif spec.architecture != "tiny":
+        load_pretrained_weights(model, spec, len(tokenizer))
+    return model
+
+
+def load_saved_model(model_dir: str | Path, device: str | torch.device = "cpu") -> LlavaUhdForConditionalGeneration:
+    """A `save_pretrained` directory (config.json + model.safetensors), on `device`, in eval mode."""
+    return LlavaUhdForConditionalGeneration.from_pretrained(str(model_dir)).to(device).eval()
+
+
+def load_tokenizer_for(model: LlavaUhdForConditionalGeneration, kind: str, asset_dir: str | Path):
+    """The training tokenizer (+ `<image>`), checked against the model so a wrong pairing fails loudly."""
+    tok = load_tokenizer(kind, asset_dir)
+    image_id = tok.convert_tokens_to_ids(tokenizers.IMAGE_TOKEN)
+    if image_id != model.config.image_token_id:
+        raise ValueError(f"tokenizer {kind!r} at {asset_dir} gives <image> id {image_id}, the model expects "
+                         f"{model.config.image_token_id}: it is not the tokenizer this model was trained with")
+    return tok
