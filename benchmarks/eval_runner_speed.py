@@ -17,11 +17,9 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from components.data.tokenizers import add_image_token, load_gpt2_tokenizer
 from components.evaluation.benchmarks import Question
 from components.evaluation.runner import run_benchmark
-from components.model.modeling import LlavaUhdForConditionalGeneration, separator_token_ids
-from components.model.tiny import tiny_llava_uhd_config
+from components.model.build import load_tokenizer, tiny_model
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -32,11 +30,8 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=8)
     parser.add_argument("--batch-sizes", default="1,8")
     args = parser.parse_args()
-    tok = load_gpt2_tokenizer(REPO / "tests/assets/gpt2_tokenizer")
-    add_image_token(tok)
-    torch.manual_seed(0)
-    config = tiny_llava_uhd_config(len(tok), tok.convert_tokens_to_ids("<image>"), separator_token_ids(tok))
-    model = LlavaUhdForConditionalGeneration(config).eval()
+    tok = load_tokenizer("gpt2", REPO / "tests/assets/gpt2_tokenizer")
+    model = tiny_model(tok).eval()
     questions = [Question(i, Image.new("RGB", (64 + 7 * i % 96, 64 + 13 * i % 96), (10 * i % 255, 120, 200)),
                           "What colour is the picture?\nAnswer the question using a single word or phrase.",
                           args.max_new_tokens) for i in range(args.n)]

@@ -52,15 +52,12 @@ def vision_benchmark(hidden: int, layers: int) -> dict:
 
 
 def lmm_tokens_per_second() -> dict:
-    from components.data.tokenizers import add_image_token, load_gpt2_tokenizer
-    from components.model.modeling import LlavaUhdForConditionalGeneration, separator_token_ids
+    from components.model.build import load_tokenizer, tiny_model
     from components.model.processor import UhdProcessor
-    from components.model.tiny import tiny_llava_uhd_config
 
-    tok = load_gpt2_tokenizer("tests/assets/gpt2_tokenizer")
-    image_id = add_image_token(tok)
-    torch.manual_seed(0)
-    model = LlavaUhdForConditionalGeneration(tiny_llava_uhd_config(len(tok), image_id, separator_token_ids(tok)))
+    tok = load_tokenizer("gpt2", "tests/assets/gpt2_tokenizer")
+    model = tiny_model(tok)
+    image_id = model.config.image_token_id
     model.train()
     proc = UhdProcessor(tok, model)
     images = [[Image.new("RGB", size, (120, 60, 30))] for size in SIZES]

@@ -42,3 +42,25 @@ def load_golden(name: str):
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return REPO
+
+
+def tokenizer_assets(kind: str) -> Path:
+    """The offline asset directory of tokenizer `kind` (llama | gpt2 | smollm2)."""
+    return REPO / "tests" / "assets" / f"{kind}_tokenizer"
+
+
+@pytest.fixture(scope="session")
+def gpt2_tokenizer():
+    """The GPT-2 tokenizer + `<image>`, through the model factory."""
+    from components.model.build import load_tokenizer
+
+    return load_tokenizer("gpt2", tokenizer_assets("gpt2"))
+
+
+@pytest.fixture(scope="module")
+def tiny(gpt2_tokenizer):
+    """(model, tokenizer): the factory's tiny random LLaVA-UHD (seed 0, eval mode) with the GPT-2 tokenizer.
+    Module scope, so a test module that changes the model cannot leak into another one."""
+    from components.model.build import tiny_model
+
+    return tiny_model(gpt2_tokenizer).eval(), gpt2_tokenizer

@@ -43,21 +43,34 @@ def load_tokenizer(kind: str, asset_dir: str | Path):
 def model_config(spec, tokenizer) -> LlavaUhdConfig:
     """The LlavaUhdConfig of `spec.architecture`: tiny sizes, or a paper spec's CLIP + Vicuna configs (built in
     code, never fetched) with the vocabulary of `tokenizer` (Vicuna's 32000 + the <image> token)."""
-    image_id, separators = tokenizer.convert_tokens_to_ids(tokenizers.IMAGE_TOKEN), separator_token_ids(tokenizer)
     common = {"compressor": spec.compressor, "strategy": spec.strategy, "preset": spec.preset,
               "spatial_schema": spec.spatial_schema}
     if spec.architecture == "tiny":
-        config = tiny_llava_uhd_config(len(tokenizer), image_id, separators, vision_hidden=spec.vision_hidden,
-                                       vision_layers=spec.vision_layers, llm_hidden=spec.llm_hidden,
-                                       llm_layers=spec.llm_layers, **common)
+        config = tiny_config(tokenizer, vision_hidden=spec.vision_hidden, vision_layers=spec.vision_layers,
+                             llm_hidden=spec.llm_hidden, llm_layers=spec.llm_layers, **common)
         config.tune_vision = spec.tune_vision
         return config
+    image_id, separators = tokenizer.convert_tokens_to_ids(tokenizers.IMAGE_TOKEN), separator_token_ids(tokenizer)
     paper = get_model_spec(spec.architecture)
     text = paper.llm.to_dict() | {"vocab_size": len(tokenizer)}
     return LlavaUhdConfig(vision_config=paper.vision.to_dict(), text_config=text, **common,
                           vision_feature_layer=paper.vision_feature_layer, tune_vision=spec.tune_vision,
                           image_token_id=image_id, slice_separator_id=separators[0], row_separator_id=separators[1],
                           tie_word_embeddings=False)
+
+
+def tiny_config(tokenizer, **options) -> LlavaUhdConfig:
+    """The debug-size config (components/model/tiny.py; `options` as `tiny_llava_uhd_config`) for `tokenizer`'s
+    vocabulary, `<image>` id and separator ids."""
+    image_id = tokenizer.convert_tokens_to_ids(tokenizers.IMAGE_TOKEN)
+    return tiny_llava_uhd_config(len(tokenizer), image_id, separator_token_ids(tokenizer), **options)
+
+
+def tiny_model(tokenizer, seed: int = 0, **options) -> LlavaUhdForConditionalGeneration:
+    """A random debug-size model for `tokenizer` from `seed`, without a run config: what the tests and benchmarks
+    build when they need "a model" (the same weights as `build_model` of a tiny spec with the same options)."""
+    torch.manual_seed(seed)
+    return LlavaUhdForConditionalGeneration(tiny_config(tokenizer, **options))
 
 
 def load_pretrained_weights(model: LlavaUhdForConditionalGeneration, spec, vocab_size: int) -> None:

@@ -5,29 +5,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from components.data.conversation import VICUNA_V1_SYSTEM
 from components.data.synthetic import DatasetWriter, SyntheticSpec
 from components.data.synthetic_eval import mme, pope
-from components.data.tokenizers import add_image_token, load_gpt2_tokenizer
 from components.evaluation.benchmarks import ADAPTERS, Question
 from components.evaluation.runner import ordered_answers, predictions, run_benchmark
 from components.inference.generate import build_prompt
-from components.model.modeling import LlavaUhdForConditionalGeneration, separator_token_ids
-from components.model.tiny import tiny_llava_uhd_config
 
 SIZES = [(64, 48), (40, 90), (120, 30), (50, 50), (96, 64), (33, 77), (70, 20), (45, 60), (80, 80), (28, 100)]
-
-
-@pytest.fixture(scope="module")
-def tiny(repo_root):
-    tok = load_gpt2_tokenizer(repo_root / "tests/assets/gpt2_tokenizer")
-    add_image_token(tok)
-    torch.manual_seed(0)
-    config = tiny_llava_uhd_config(len(tok), tok.convert_tokens_to_ids("<image>"), separator_token_ids(tok))
-    return LlavaUhdForConditionalGeneration(config).eval(), tok
 
 
 @pytest.fixture(scope="module")

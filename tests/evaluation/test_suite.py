@@ -5,12 +5,10 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 from PIL import Image
 
 from components.data.synthetic import DatasetWriter, SyntheticSpec
 from components.data.synthetic_eval import write_benchmarks
-from components.data.tokenizers import add_image_token, load_gpt2_tokenizer
 from components.evaluation.benchmarks import ADAPTERS, BenchmarkMissing, IncompletePredictions, load_benchmark
 from components.evaluation.compute import compute_report, variant_size
 from components.evaluation.report import markdown_table, write_reports
@@ -23,19 +21,9 @@ from components.evaluation.variants import (
     preprocessing_config,
     preprocessing_hash,
 )
-from components.model.modeling import LlavaUhdForConditionalGeneration, separator_token_ids
-from components.model.tiny import tiny_llava_uhd_config
+from components.model.build import tiny_model
 
 SEVEN = ("textvqa", "pope", "gqa", "mme", "scienceqa", "mmbench", "mmbench_cn")
-
-
-@pytest.fixture(scope="module")
-def tiny(repo_root):
-    tok = load_gpt2_tokenizer(repo_root / "tests/assets/gpt2_tokenizer")
-    add_image_token(tok)
-    torch.manual_seed(0)
-    config = tiny_llava_uhd_config(len(tok), tok.convert_tokens_to_ids("<image>"), separator_token_ids(tok))
-    return LlavaUhdForConditionalGeneration(config).eval(), tok
 
 
 @pytest.fixture(scope="module")
@@ -89,9 +77,7 @@ def test_compute_report_uses_the_models_own_layout(tiny, eval_root):
 def test_compute_report_for_every_strategy(tiny, eval_root, strategy, preset):
     """Each Table-2 ablation gets its compute report; AnyRes is costed with the projector it runs (the MLP)."""
     tok = tiny[1]
-    config = tiny_llava_uhd_config(len(tok), tok.convert_tokens_to_ids("<image>"), separator_token_ids(tok),
-                                   strategy=strategy, preset=preset)
-    model = LlavaUhdForConditionalGeneration(config).eval()
+    model = tiny_model(tok, strategy=strategy, preset=preset).eval()
     report = compute_report(model, load_benchmark("textvqa", eval_root))
     assert report["visual_tokens"]["max"] == max(model.plan(*Image.open(q.image).size).num_tokens
                                                  for q in load_benchmark("textvqa", eval_root))

@@ -5,12 +5,10 @@ import os
 from contextlib import contextmanager
 
 import pytest
-import torch
 from PIL import Image
 
-from components.model.build import load_tokenizer
-from components.model.modeling import LlavaUhdForConditionalGeneration, separator_token_ids
-from components.model.tiny import tiny_llava_uhd_config
+from components.model.build import load_tokenizer, tiny_model
+from tests.conftest import tokenizer_assets
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
@@ -37,16 +35,15 @@ def active_store(uri: str):
 
 
 @pytest.fixture(scope="session")
-def tokenizer_dir(repo_root):
-    return repo_root / "tests/assets/llama_tokenizer"
+def tokenizer_dir():
+    return tokenizer_assets("llama")
 
 
 @pytest.fixture(scope="session")
 def tiny(tokenizer_dir):
-    tok = load_tokenizer("llama", str(tokenizer_dir))
-    torch.manual_seed(0)
-    config = tiny_llava_uhd_config(len(tok), tok.convert_tokens_to_ids("<image>"), separator_token_ids(tok))
-    return LlavaUhdForConditionalGeneration(config).eval(), tok
+    """The shared tiny model (tests/conftest.py), with the Llama tokenizer a trained model carries."""
+    tok = load_tokenizer("llama", tokenizer_dir)
+    return tiny_model(tok).eval(), tok
 
 
 @pytest.fixture(scope="session")

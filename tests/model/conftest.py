@@ -1,17 +1,12 @@
 import pytest
-import torch
 
-from components.data.tokenizers import add_image_token, load_gpt2_tokenizer
-from components.model.modeling import LlavaUhdForConditionalGeneration, separator_token_ids
+from components.model.build import tiny_model
 from components.model.processor import UhdProcessor
-from components.model.tiny import tiny_llava_uhd_config
 
 
 @pytest.fixture(scope="session")
-def tokenizer(repo_root):
-    tok = load_gpt2_tokenizer(repo_root / "tests/assets/gpt2_tokenizer")
-    add_image_token(tok)
-    return tok
+def tokenizer(gpt2_tokenizer):
+    return gpt2_tokenizer
 
 
 @pytest.fixture
@@ -19,10 +14,7 @@ def build(tokenizer):
     """build(compressor=..., strategy=..., preset=..., spatial_schema=...) -> (model, processor)."""
 
     def make(**kw):
-        torch.manual_seed(0)
-        image_id = tokenizer.convert_tokens_to_ids("<image>")
-        config = tiny_llava_uhd_config(len(tokenizer), image_id, separator_token_ids(tokenizer), **kw)
-        model = LlavaUhdForConditionalGeneration(config).eval()
+        model = tiny_model(tokenizer, **kw).eval()
         return model, UhdProcessor(tokenizer, model)
 
     return make
