@@ -1,8 +1,9 @@
 """`UhdModel`: a loaded LLaVA-UHD + tokenizer answering questions about images.
 
-Prompting and generation are the evaluation runner's (`components.evaluation.runner.generate_batch`: vicuna_v1
-prompt, left-padded batches through `UhdProcessor`, greedy by default), so an answer here is the answer the
-benchmarks score, and the MLflow pyfunc answers through this class too.
+Prompting and generation are the evaluation runner's (`components.evaluation.runner.generate_batch`: the
+template's generation prompt from `components.data.conversation.encode_prompt`, vicuna_v1 by default, left-padded
+batches through `UhdProcessor`, greedy by default), so an answer here is the answer the benchmarks score, and the
+MLflow pyfunc answers through this class too.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 import torch
 from PIL import Image
 
+from components.data.conversation import IMAGE_TOKEN
 from components.evaluation.benchmarks.common import Question
 from components.evaluation.runner import generate_batch
 from components.model.processor import UhdProcessor
@@ -43,7 +45,7 @@ def load_tokenizer_for(model, kind: str, tokenizer_dir: str | Path):
     from components.training.loop import load_tokenizer
 
     tok = load_tokenizer(kind, str(tokenizer_dir))
-    image_id = tok.convert_tokens_to_ids("<image>")
+    image_id = tok.convert_tokens_to_ids(IMAGE_TOKEN)
     if image_id != model.config.image_token_id:
         raise ValueError(f"tokenizer {kind!r} at {tokenizer_dir} gives <image> id {image_id}, the model expects "
                          f"{model.config.image_token_id}: it is not the tokenizer this model was trained with")
@@ -76,12 +78,16 @@ def _item(item) -> tuple[Any, str]:
 
 
 class UhdModel:
-    """`answer(image, question)` and `answer_batch([(image, question), ...])` over one model + tokenizer."""
+    """`answer(image, question)` and `answer_batch([(image, question), ...])` over one model + tokenizer.
 
-    def __init__(self, model, tokenizer, source: str = ""):
+    `template` is the conversation template the model was trained with (components.data.conversation.TEMPLATES).
+    """
+
+    def __init__(self, model, tokenizer, source: str = "", template: str = "vicuna_v1"):
         self.model = model
         self.tokenizer = tokenizer
         self.source = source  # where it was loaded from, for messages and answers files
+        self.template = template
 
     @property
     def processor(self) -> UhdProcessor:
@@ -124,4 +130,4 @@ class UhdModel:
 
     def _generate(self, processor: UhdProcessor, questions: Sequence[Question]) -> list[str]:
         q = questions[0]
-        return generate_batch(self.model, processor, questions, q.max_new_tokens, q.num_beams)
+        return generate_batch(self.model, processor, questions, q.max_new_tokens, q.num_beams, self.template)

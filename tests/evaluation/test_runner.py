@@ -8,12 +8,12 @@ import pytest
 import torch
 from PIL import Image
 
-from components.data.conversation import VICUNA_V1_SYSTEM
+from components.data.conversation import IMAGE_TOKEN_INDEX, VICUNA_V1_SYSTEM, ConversationError, encode_prompt
 from components.data.synthetic import DatasetWriter, SyntheticSpec
 from components.data.synthetic_eval import mme, pope
 from components.data.tokenizers import add_image_token, load_gpt2_tokenizer
 from components.evaluation.benchmarks import ADAPTERS, Question
-from components.evaluation.runner import build_prompt, ordered_answers, predictions, run_benchmark
+from components.evaluation.runner import ordered_answers, predictions, run_benchmark
 from components.model.modeling import LlavaUhdForConditionalGeneration, separator_token_ids
 from components.model.tiny import tiny_llava_uhd_config
 
@@ -45,11 +45,18 @@ def questions(tmp_path_factory) -> list[Question]:
     return out
 
 
-def test_prompt_is_vicuna_v1():
-    assert build_prompt("Q?") == f"{VICUNA_V1_SYSTEM} USER: <image>\nQ? ASSISTANT:"
-    assert build_prompt("Q?", has_image=False) == f"{VICUNA_V1_SYSTEM} USER: Q? ASSISTANT:"
-    with pytest.raises(ValueError):
-        build_prompt("Q?", template="plain")
+def test_prompt_is_vicuna_v1_with_llavas_ids(tiny):
+    """The runner's default prompt is LLaVA's conv_vicuna_v1 prompt, tokenized as LLaVA's tokenizer_image_token."""
+    _, tok = tiny
+    with_image = encode_prompt("Q?", tok, "vicuna_v1", has_image=True)
+    assert with_image.rendering == f"{VICUNA_V1_SYSTEM} USER: <image>\nQ? ASSISTANT:"
+    first, rest = with_image.rendering.split("<image>")
+    assert with_image.input_ids == tok(first).input_ids + [IMAGE_TOKEN_INDEX] + tok(rest).input_ids
+    text_only = encode_prompt("Q?", tok, "vicuna_v1", has_image=False)
+    assert text_only.rendering == f"{VICUNA_V1_SYSTEM} USER: Q? ASSISTANT:"
+    assert text_only.input_ids == tok(text_only.rendering).input_ids
+    with pytest.raises(ConversationError, match="plain needs"):  # plain drops the question: an image is required
+        encode_prompt("Q?", tok, "plain", has_image=False)
 
 
 def test_batched_equals_unbatched_and_file_format(tiny, questions, tmp_path):
