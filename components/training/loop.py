@@ -101,10 +101,11 @@ def load_tokenizer(kind: str, asset_dir: str):
 def model_config(cfg: TrainConfig, tokenizer):
     """The LlavaUhdConfig of `cfg.architecture`: tiny sizes, or a paper spec's CLIP + Vicuna configs (built in code,
     never fetched) with the vocabulary of `tokenizer` (Vicuna's 32000 + the <image> token)."""
+    from components.data.conversation import IMAGE_TOKEN
     from components.model.modeling import LlavaUhdConfig, separator_token_ids
     from components.model.tiny import tiny_llava_uhd_config
 
-    image_id, separators = tokenizer.convert_tokens_to_ids("<image>"), separator_token_ids(tokenizer)
+    image_id, separators = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN), separator_token_ids(tokenizer)
     common = {"compressor": cfg.compressor, "strategy": cfg.strategy, "preset": cfg.preset,
               "spatial_schema": cfg.spatial_schema}
     if cfg.architecture == "tiny":
