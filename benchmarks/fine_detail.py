@@ -157,15 +157,15 @@ def forced_choice(model, tokenizer, fine: list, root: Path) -> float:
     import torch
 
     from components.data.synthetic_images import LINES
-    from components.inference.generate import build_prompt, open_rgb
     from components.model.processor import UhdProcessor
+    from components.slicing.pixels import load_image
 
     gold = json.loads((root / "testdev_balanced_questions.json").read_text())
     processor, ids = UhdProcessor(tokenizer, model), [tokenizer.convert_tokens_to_ids("\u2581" + a) for a in LINES]
     right = 0
     with torch.no_grad():
         for q in fine:
-            batch = processor([build_prompt(q.prompt_text, True)], [[open_rgb(q.image)]], padding_side="left")
+            batch = processor.prompt_batch([q.prompt_text], [load_image(q.image)])
             logits = model(**batch).logits[0, -1, ids]
             right += LINES[int(logits.argmax())] == gold[str(q.question_id)]["answer"]
     return round(100.0 * right / max(len(fine), 1), 1)

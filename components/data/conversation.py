@@ -2,7 +2,12 @@
 
 One entry point, `encode_conversation(conversations, tokenizer, template)`, turns a LLaVA-format sample
 (`[{"from": "human" | "gpt", "value": str}, ...]`) into `input_ids` and `labels` (`IGNORE_INDEX` everywhere
-except the supervised assistant tokens) plus the position of the image placeholder.
+except the supervised assistant tokens) plus the position of the image placeholder. It is the ONE path from text
+to ids: `encode_prompt(question, tokenizer, template, has_image=...)` is its generation mode, used by the
+evaluation runner and `UhdModel` (through `UhdProcessor.prompt_batch`), so a prompt at inference is exactly what
+training put before the answer (tests/data/test_prompt_parity.py checks it for every template and tokenizer), and
+`expand_image_placeholders` / `expand_image_labels` turn each placeholder into the layout's visual-token slots for
+both. `IMAGE_TOKEN` ("<image>") is defined here and imported everywhere else.
 
 Templates
 ---------
@@ -195,7 +200,7 @@ def _normalize(conversations: Sequence[dict], has_image: bool | None, allow_syst
 # ---------------------------------------------------------------------------------------------- tokenization
 
 
-def _special_prefix(tokenizer) -> list[int]:
+def special_prefix(tokenizer) -> list[int]:
     """The ids the tokenizer puts before a text by itself (Llama: [<s>]; GPT-2, SmolLM2: [])."""
     with_specials = tokenizer("a", add_special_tokens=True)["input_ids"]
     without = tokenizer("a", add_special_tokens=False)["input_ids"]
@@ -303,7 +308,9 @@ def _vicuna_segments(turns: list[_Turn], end_of_turn: str, add_generation_prompt
     return segments
 
 
-def _chat_template_segments(turns: list[_Turn], tokenizer, eot_id: int, add_generation_prompt: bool) -> list[_Segment]:
+def _chat_template_segments(
+    turns: list[_Turn], tokenizer, eot_id: int | None, add_generation_prompt: bool
+) -> list[_Segment]:
     if not getattr(tokenizer, "chat_template", None):
         raise ConversationError("template chat_template: the tokenizer has no chat_template")
     messages = [{"role": t.role, "content": t.text} for t in turns]
@@ -348,18 +355,26 @@ def _render_segments(
     turns = _normalize(conversations, has_image, allow_system=template == "chat_template")
     if add_generation_prompt and turns[-1].role != "user":
         raise ConversationError("add_generation_prompt=True needs a conversation that ends with a human turn")
+    # The end-of-turn token is checked only where it is rendered (after a reply): a one-question generation prompt
+    # has none, so vicuna_v1 prompts for GPT-2 / SmolLM2 need no `end_of_turn` to be built.
+    has_reply = any(t.role == "assistant" for t in turns)
     if template == "plain":
-        return _plain_segments(turns, add_generation_prompt), _special_prefix(tokenizer)
+        return _plain_segments(turns, add_generation_prompt), special_prefix(tokenizer)
     if template == "vicuna_v1":
         eot = VICUNA_V1_SEP2 if end_of_turn is None else end_of_turn
-        _single_token(tokenizer, eot, "end_of_turn")
-        return _vicuna_segments(turns, eot, add_generation_prompt), _special_prefix(tokenizer)
+        if has_reply:
+            _single_token(tokenizer, eot, "end_of_turn")
+        return _vicuna_segments(turns, eot, add_generation_prompt), special_prefix(tokenizer)
+    eot_id = _chat_end_of_turn_id(tokenizer, end_of_turn) if has_reply else None
+    # apply_chat_template writes any BOS into the text itself; tokenize it without adding specials.
+    return _chat_template_segments(turns, tokenizer, eot_id, add_generation_prompt), []
+
+
+def _chat_end_of_turn_id(tokenizer, end_of_turn: str | None) -> int:
     eot_text = tokenizer.eos_token if end_of_turn is None else end_of_turn
     if eot_text is None:
         raise ConversationError("template chat_template: the tokenizer has no eos_token; pass end_of_turn")
-    eot_id = _single_token(tokenizer, eot_text, "end_of_turn")
-    # apply_chat_template writes any BOS into the text itself; tokenize it without adding specials.
-    return _chat_template_segments(turns, tokenizer, eot_id, add_generation_prompt), []
+    return _single_token(tokenizer, eot_text, "end_of_turn")
 
 
 def encode_conversation(
@@ -408,6 +423,34 @@ def encode_conversation(
     if encoded.num_supervised == 0:
         raise NoSupervisedTokens(f"no supervised token in {encoded.rendering!r}")
     return encoded if max_length is None else truncate(encoded, max_length, n_visual)
+
+
+def encode_prompt(
+    question: str,
+    tokenizer,
+    template: str,
+    *,
+    has_image: bool,
+    image_token_id: int = IMAGE_TOKEN_INDEX,
+    end_of_turn: str | None = None,
+) -> Encoded:
+    """The generation prompt of one question: the ids training's encoding of `question` + an answer has before the
+    answer's first token (the evaluation runner and `UhdModel` build every prompt here).
+
+    `question` is the bare text; with `has_image` the `<image>` marker is put in front of it (`<image>\\n` +
+    question, stripped, as `encode_conversation` normalizes a training sample). Template `plain` drops the question
+    (as its training does) and needs an image.
+    """
+    text = f"{IMAGE_TOKEN}\n{question}" if has_image else question
+    return encode_conversation(
+        [{"from": "human", "value": text}],
+        tokenizer,
+        template,
+        image_token_id=image_token_id,
+        end_of_turn=end_of_turn,
+        has_image=has_image,
+        add_generation_prompt=True,
+    )
 
 
 # ---------------------------------------------------------------------------------------------- truncation
@@ -462,6 +505,43 @@ def truncate(
     return cut
 
 
+# ---------------------------------------------------------------------------------------------- visual tokens
+
+
+def _expand_at_placeholders(
+    values: Sequence[int], input_ids: Sequence[int], num_visual_tokens: Sequence[int], fill: int, placeholder_id: int
+) -> list[int]:
+    positions = [i for i, t in enumerate(input_ids) if t == placeholder_id]
+    if len(positions) != len(num_visual_tokens):
+        raise ValueError(f"{len(positions)} image placeholder(s) for {len(num_visual_tokens)} visual item(s)")
+    out, start = [], 0
+    for position, count in zip(positions, num_visual_tokens, strict=True):
+        out += [*values[start:position], *[fill] * count]
+        start = position + 1
+    return out + list(values[start:])
+
+
+def expand_image_placeholders(
+    input_ids: Sequence[int],
+    num_visual_tokens: Sequence[int],
+    visual_token_id: int,
+    placeholder_id: int = IMAGE_TOKEN_INDEX,
+) -> list[int]:
+    """Each placeholder, in order, replaced by `num_visual_tokens[k]` copies of `visual_token_id`: the slots the
+    model fills with the layout's visual tokens. Training samples and generation prompts are expanded here."""
+    return _expand_at_placeholders(input_ids, input_ids, num_visual_tokens, visual_token_id, placeholder_id)
+
+
+def expand_image_labels(
+    labels: Sequence[int],
+    input_ids: Sequence[int],
+    num_visual_tokens: Sequence[int],
+    placeholder_id: int = IMAGE_TOKEN_INDEX,
+) -> list[int]:
+    """`labels` aligned with `expand_image_placeholders(input_ids, ...)`: IGNORE_INDEX on every visual slot."""
+    return _expand_at_placeholders(labels, input_ids, num_visual_tokens, IGNORE_INDEX, placeholder_id)
+
+
 # ---------------------------------------------------------------------------------------------- LLaVA reference
 
 
@@ -474,7 +554,7 @@ def llava_v1_reference_labels(rendering: str, tokenizer, legacy: bool, apply_leg
     `legacy=False` tokenizers. Where LLaVA would print "tokenization mismatch" and set every label to
     IGNORE_INDEX, this raises TokenizationMismatch.
     """
-    prefix = _special_prefix(tokenizer)
+    prefix = special_prefix(tokenizer)
 
     def tok(text: str) -> list[int]:
         return tokenize_with_image(text, tokenizer, IMAGE_TOKEN_INDEX, prefix)

@@ -34,7 +34,6 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-IMAGE_TOKEN = "<image>"
 ROLES = ("human", "gpt")  # turn i must be ROLES[i % 2]
 TURN_TYPE = pa.struct([("from", pa.string()), ("value", pa.string())])
 CONVERSATIONS_TYPE = pa.list_(TURN_TYPE)

@@ -37,7 +37,7 @@ from pathlib import Path
 
 from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 
-IMAGE_TOKEN = "<image>"
+from components.data.conversation import IMAGE_TOKEN
 
 LLAMA_SPECIALS = ("<unk>", "<s>", "</s>")  # ids 0, 1, 2
 GPT2_EOS = "<|endoftext|>"  # id 50256

@@ -19,7 +19,7 @@ from components.evaluation.compute import compute_report
 from components.evaluation.runner import predictions, run_benchmark
 from components.evaluation.variants import image_transform, preprocessing_config, preprocessing_hash
 
-TEMPLATE = "vicuna_v1"  # LLaVA-1.5's eval prompt (conv_vicuna_v1), the only one the runner renders
+TEMPLATE = "vicuna_v1"  # LLaVA-1.5's eval prompt (conv_vicuna_v1); the runner renders any conversation template
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
 """One generation implementation: prompts in, answers out, for evaluation and inference alike.
 
-``generate_batch(model, processor, requests, max_new_tokens, num_beams)`` renders each request with the
-vicuna_v1 template (``SYSTEM USER: <image>\\n{prompt} ASSISTANT:``; text-only requests have no ``<image>``),
+``generate_batch(model, processor, requests, max_new_tokens, num_beams, template)`` renders each request with the
+training template's generation mode (``UhdProcessor.prompt_batch`` -> ``components.data.conversation.encode_prompt``;
+vicuna_v1 by default: ``SYSTEM USER: <image>\\n{prompt} ASSISTANT:``, text-only requests have no ``<image>``),
 generates with LEFT padding through :class:`UhdProcessor` and returns the decoded new tokens, stripped. A
 request is anything with ``image`` (a path, a PIL image or None) and ``prompt_text``: the benchmark runner
 passes its ``Question`` records (components.evaluation.runner), ``UhdModel`` its ``Prompt``s, so an answer from
@@ -21,11 +22,8 @@ from typing import Any, Protocol
 import torch
 from PIL import Image
 
-from components.data.conversation import VICUNA_V1_SYSTEM
 from components.model.processor import UhdProcessor
 from components.slicing.pixels import load_image
-
-IMAGE_MARKER = "<image>"
 
 
 class GenerationRequest(Protocol):
@@ -39,16 +37,6 @@ class Prompt:
 
     image: Any
     prompt_text: str
-
-
-def build_prompt(prompt_text: str, has_image: bool = True, template: str = "vicuna_v1",
-                 system: str = VICUNA_V1_SYSTEM) -> str:
-    """LLaVA ``conv_vicuna_v1.get_prompt()`` with an empty assistant turn:
-    ``system USER: [<image>\\n]text ASSISTANT:``."""
-    if template != "vicuna_v1":
-        raise ValueError(f"template {template!r} is not supported by the eval runner (only vicuna_v1)")
-    user = f"{IMAGE_MARKER}\n{prompt_text}" if has_image else prompt_text
-    return f"{system} USER: {user} ASSISTANT:"
 
 
 def open_rgb(image) -> Image.Image:
@@ -73,12 +61,11 @@ def generate_batch(model, processor: UhdProcessor, questions: Sequence[Generatio
                    image_transform: Callable[[Image.Image], Image.Image] | None = None) -> list[str]:
     """Greedy (or beam) answers of one batch, left padded. ``image_transform`` (e.g. the eval-only pre-resize or
     the extreme-aspect padding of components.evaluation.variants) is applied to each opened RGB image."""
-    texts = [build_prompt(q.prompt_text, q.image is not None, template) for q in questions]
     transform = image_transform or (lambda image: image)
-    images = [[transform(open_rgb(q.image))] if q.image is not None else [] for q in questions]
-    batch = processor(texts, images, padding_side="left")
+    images = [transform(open_rgb(q.image)) if q.image is not None else None for q in questions]
+    batch = processor.prompt_batch([q.prompt_text for q in questions], images, template, padding_side="left")
     if num_beams > 1 and "pixel_values" in batch:
-        counts = [len(processor.process_image(im).pixels) for sample in images for im in sample]
+        counts = [len(processor.process_image(im).pixels) for im in images if im is not None]
         batch["pixel_values"] = _expand_pixels(batch["pixel_values"], counts, num_beams)
     device, dtype = model.device, model.dtype
     batch = {k: ([t.to(device, dtype) for t in v] if k == "pixel_values" else v.to(device)) for k, v in batch.items()}

@@ -1,9 +1,10 @@
 """`UhdModel`: a loaded LLaVA-UHD + tokenizer answering questions about images.
 
-Prompting and generation are the benchmark runner's too (`components.inference.generate.generate_batch`: vicuna_v1
-prompt, left-padded batches through `UhdProcessor`, greedy by default), so an answer here is the answer the
-benchmarks score, and the MLflow pyfunc (components.inference.pyfunc) answers through this class. The model and
-its tokenizer come from the model factory (components.model.build).
+Prompting and generation are the benchmark runner's too (`components.inference.generate.generate_batch`: the
+template's generation prompt from `components.data.conversation.encode_prompt`, vicuna_v1 by default, left-padded
+batches through `UhdProcessor`, greedy by default), so an answer here is the answer the benchmarks score, and the
+MLflow pyfunc (components.inference.pyfunc) answers through this class. The model and its tokenizer come from the
+model factory (components.model.build).
 """
 
 from __future__ import annotations
@@ -63,9 +64,13 @@ def _item(item) -> tuple[Any, str]:
 
 
 class UhdModel:
-    """`answer(image, question)` and `answer_batch([(image, question), ...])` over one model + tokenizer."""
+    """`answer(image, question)` and `answer_batch([(image, question), ...])` over one model + tokenizer.
 
-    def __init__(self, model, tokenizer, source: str = ""):
+    `template` is the conversation template the model was trained with (components.data.conversation.TEMPLATES).
+    """
+
+    def __init__(self, model, tokenizer, source: str = "", template: str = "vicuna_v1"):
+        self.template = template
         self.model = model
         self.tokenizer = tokenizer
         self.source = source  # where it was loaded from, for messages and answers files
@@ -105,6 +110,6 @@ class UhdModel:
         try:
             return [text for start in range(0, len(prompts), batch_size)
                     for text in generate_batch(self.model, processor, prompts[start:start + batch_size],
-                                               max_new_tokens, num_beams)]
+                                               max_new_tokens, num_beams, self.template)]
         finally:
             self.model.train(was_training)

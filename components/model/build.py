@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from components.data import tokenizers
+from components.data.conversation import IMAGE_TOKEN
 
 from .architectures import get_model_spec
 from .modeling import LlavaUhdConfig, LlavaUhdForConditionalGeneration, separator_token_ids
@@ -50,7 +51,7 @@ def model_config(spec, tokenizer) -> LlavaUhdConfig:
                              llm_hidden=spec.llm_hidden, llm_layers=spec.llm_layers, **common)
         config.tune_vision = spec.tune_vision
         return config
-    image_id, separators = tokenizer.convert_tokens_to_ids(tokenizers.IMAGE_TOKEN), separator_token_ids(tokenizer)
+    image_id, separators = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN), separator_token_ids(tokenizer)
     paper = get_model_spec(spec.architecture)
     text = paper.llm.to_dict() | {"vocab_size": len(tokenizer)}
     return LlavaUhdConfig(vision_config=paper.vision.to_dict(), text_config=text, **common,
@@ -62,7 +63,7 @@ def model_config(spec, tokenizer) -> LlavaUhdConfig:
 def tiny_config(tokenizer, **options) -> LlavaUhdConfig:
     """The debug-size config (components/model/tiny.py; `options` as `tiny_llava_uhd_config`) for `tokenizer`'s
     vocabulary, `<image>` id and separator ids."""
-    image_id = tokenizer.convert_tokens_to_ids(tokenizers.IMAGE_TOKEN)
+    image_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
     return tiny_llava_uhd_config(len(tokenizer), image_id, separator_token_ids(tokenizer), **options)
 
 
@@ -115,7 +116,7 @@ def load_saved_model(model_dir: str | Path, device: str | torch.device = "cpu") 
 def load_tokenizer_for(model: LlavaUhdForConditionalGeneration, kind: str, asset_dir: str | Path):
     """The training tokenizer (+ `<image>`), checked against the model so a wrong pairing fails loudly."""
     tok = load_tokenizer(kind, asset_dir)
-    image_id = tok.convert_tokens_to_ids(tokenizers.IMAGE_TOKEN)
+    image_id = tok.convert_tokens_to_ids(IMAGE_TOKEN)
     if image_id != model.config.image_token_id:
         raise ValueError(f"tokenizer {kind!r} at {asset_dir} gives <image> id {image_id}, the model expects "
                          f"{model.config.image_token_id}: it is not the tokenizer this model was trained with")

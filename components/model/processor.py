@@ -1,9 +1,12 @@
-"""Images + text -> model inputs, with the same slicing code as every other consumer.
+"""Images + text -> model inputs, with the same slicing code and the same text-to-ids code as every other consumer.
 
-`<image>` in the text becomes `layout.num_tokens` copies of the image placeholder id (the model fills
-those slots with visual tokens and checks the count), pixels become the flat list of encoded images
-(slices row-major, then the overview), and `image_sizes` records the (width, height) each layout was
-planned for, so the model re-plans exactly the same layout.
+`prompt_batch(questions, images, template)` renders each question with the training template's generation mode
+(`components.data.conversation.encode_prompt`); `__call__(texts, images)` takes ready texts with `<image>` /
+`<video>` markers (multi-image and video samples). Both tokenize through `conversation.py` (chunks split at the
+marker, one placeholder each), and each placeholder becomes `layout.num_tokens` copies of the image token id
+(`expand_image_placeholders`: the model fills those slots with visual tokens and checks the count). Pixels
+become the flat list of encoded images (slices row-major, then the overview), and `image_sizes` records the
+(width, height) each layout was planned for, so the model re-plans exactly the same layout.
 """
 
 from __future__ import annotations
@@ -14,10 +17,17 @@ import numpy as np
 import torch
 from PIL import Image
 
+from components.data.conversation import (
+    IMAGE_TOKEN,
+    IMAGE_TOKEN_INDEX,
+    encode_prompt,
+    expand_image_placeholders,
+    special_prefix,
+    tokenize_with_image,
+)
 from components.slicing.anyres import AnyresLayout, get_anyres_preset, video_num_tokens
 from components.slicing.pixels import CLIP, SIGLIP, encode_image, load_image, padded_square, squashed
 
-IMAGE_MARKER = "<image>"
 VIDEO_MARKER = "<video>"
 
 
@@ -70,14 +80,24 @@ class UhdProcessor:
 
     def expand(self, text: str, images: list[ProcessedImage], add_special_tokens: bool = True) -> list[int]:
         """Token ids of `text` with each `<image>` / `<video>` replaced by its item's placeholder run."""
-        pieces = text.replace(VIDEO_MARKER, IMAGE_MARKER).split(IMAGE_MARKER)
-        if len(pieces) - 1 != len(images):
-            raise ValueError(f"text has {len(pieces) - 1} image/video markers for {len(images)} visual items")
-        ids = self.tokenizer(pieces[0], add_special_tokens=add_special_tokens)["input_ids"]
-        for image, piece in zip(images, pieces[1:], strict=True):
-            ids += [self.image_token_id] * image.num_tokens
-            ids += self.tokenizer(piece, add_special_tokens=False)["input_ids"]
-        return ids
+        marked = text.replace(VIDEO_MARKER, IMAGE_TOKEN)
+        if marked.count(IMAGE_TOKEN) != len(images):
+            raise ValueError(f"text has {marked.count(IMAGE_TOKEN)} image/video markers for {len(images)} visual items")
+        prefix = special_prefix(self.tokenizer) if add_special_tokens else []
+        ids = tokenize_with_image(marked, self.tokenizer, IMAGE_TOKEN_INDEX, prefix)
+        return expand_image_placeholders(ids, [image.num_tokens for image in images], self.image_token_id)
+
+    def prompt_batch(self, questions: list[str], images: list, template: str = "vicuna_v1",
+                     padding_side: str = "left") -> dict:
+        """A padded generation batch: questions[i] (bare text) about images[i] (None: text-only), each rendered
+        by the training template's generation mode, so the ids are training's up to the first answer token."""
+        processed = [[self.process_image(im)] if im is not None else [] for im in images]
+        rows = []
+        for question, items in zip(questions, processed, strict=True):
+            prompt = encode_prompt(question, self.tokenizer, template, has_image=bool(items))
+            rows.append(expand_image_placeholders(prompt.input_ids, [p.num_tokens for p in items],
+                                                  self.image_token_id))
+        return self._collate(rows, processed, padding_side)
 
     def __call__(self, texts: list[str], images: list[list] | None = None, padding_side: str = "left",
                  videos: list[list] | None = None) -> dict:
@@ -92,6 +112,9 @@ class UhdProcessor:
             items = [self.process_multi(im) if many else self.process_image(im) for im in sample_images]
             processed.append(items + [self.process_video(frames) for frames in sample_videos])
         rows = [self.expand(t, p) for t, p in zip(texts, processed, strict=True)]
+        return self._collate(rows, processed, padding_side)
+
+    def _collate(self, rows: list[list[int]], processed: list[list[ProcessedImage]], padding_side: str) -> dict:
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
         width = max(len(r) for r in rows)
         input_ids = torch.full((len(rows), width), pad, dtype=torch.long)

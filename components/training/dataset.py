@@ -23,13 +23,18 @@ import torch
 
 from components.compression import COMPRESSORS
 from components.data.catalog import TRAINING_SETS
-from components.data.conversation import IGNORE_INDEX, ContextTooLong, ConversationError, encode_conversation
+from components.data.conversation import (
+    ContextTooLong,
+    ConversationError,
+    encode_conversation,
+    expand_image_labels,
+    expand_image_placeholders,
+)
 from components.model.modeling import LlavaUhdForConditionalGeneration
 from components.model.processor import UhdProcessor
 from components.slicing.layout import visual_token_count
 
 DEFAULT_TEMPLATES = {"pretrain": "plain", "finetune": "vicuna_v1"}
-PLACEHOLDER = -200  # the encoder's one-per-image marker before expansion (never a vocabulary id)
 
 
 class SlicingPlanner:
@@ -72,7 +77,7 @@ class TrainingSet(torch.utils.data.Dataset):
             try:
                 enc = encode_conversation(conversations, tokenizer, self.template, max_length,
                                           num_visual_tokens=max(n_visual, 1), end_of_turn=end_of_turn,
-                                          image_token_id=PLACEHOLDER, has_image=image is not None)
+                                          has_image=image is not None)
             except ContextTooLong:
                 self.skipped["too_long"] += 1
                 continue
@@ -103,11 +108,8 @@ class TrainingSet(torch.utils.data.Dataset):
             raise ValueError(
                 f"{sample_id} ({image}): the layouts table says {n_visual} visual tokens, the model's slicing config "
                 f"gives {processed.num_tokens} (re-run the layouts stage with the model's slicing/compressor)")
-        pos = int(np.flatnonzero(input_ids == PLACEHOLDER)[0])
-        visual = np.full(n_visual, self.image_token_id, np.int64)
-        item["input_ids"] = torch.from_numpy(np.concatenate([input_ids[:pos], visual, input_ids[pos + 1:]]))
-        item["labels"] = torch.from_numpy(np.concatenate([labels[:pos], np.full(n_visual, IGNORE_INDEX, np.int64),
-                                                          labels[pos + 1:]]))
+        item["input_ids"] = torch.tensor(expand_image_placeholders(input_ids.tolist(), [n_visual], self.image_token_id))
+        item["labels"] = torch.tensor(expand_image_labels(labels.tolist(), input_ids.tolist(), [n_visual]))
         item["pixel_values"], item["image_sizes"] = processed.pixels, [processed.size]
         return item
 

@@ -26,6 +26,8 @@ from components.data.conversation import (
     TokenizationMismatch,
     check_fits,
     encode_conversation,
+    expand_image_labels,
+    expand_image_placeholders,
     llava_v1_reference_labels,
     tokenize_with_image,
     truncate,
@@ -288,6 +290,16 @@ def test_image_token_id_can_be_the_added_special_token(llama):
     assert enc.labels == ref.labels and enc.image_positions == ref.image_positions
     # with <image> registered, the one-call tokenization agrees with LLaVA's chunked one (legacy Llama)
     assert tok(enc.rendering).input_ids == enc.input_ids
+
+
+def test_expansion_gives_each_placeholder_its_own_run_of_visual_slots():
+    ids = [1, IMAGE_TOKEN_INDEX, 5, IMAGE_TOKEN_INDEX, 6]
+    labels = [IGNORE_INDEX, IGNORE_INDEX, 5, IGNORE_INDEX, 6]
+    assert expand_image_placeholders(ids, [2, 3], 99) == [1, 99, 99, 5, 99, 99, 99, 6]
+    assert expand_image_labels(labels, ids, [2, 3]) == [IGNORE_INDEX] * 3 + [5] + [IGNORE_INDEX] * 3 + [6]
+    assert expand_image_placeholders([1, 2], [], 99) == [1, 2]
+    with pytest.raises(ValueError, match="2 image placeholder"):
+        expand_image_placeholders(ids, [4], 99)
 
 
 def test_text_only_has_no_placeholder(llama):

@@ -7,12 +7,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from components.data.conversation import VICUNA_V1_SYSTEM
+from components.data.conversation import IMAGE_TOKEN_INDEX, VICUNA_V1_SYSTEM, ConversationError, encode_prompt
 from components.data.synthetic import DatasetWriter, SyntheticSpec
 from components.data.synthetic_eval import mme, pope
 from components.evaluation.benchmarks import ADAPTERS, Question
 from components.evaluation.runner import ordered_answers, predictions, run_benchmark
-from components.inference.generate import build_prompt
 
 SIZES = [(64, 48), (40, 90), (120, 30), (50, 50), (96, 64), (33, 77), (70, 20), (45, 60), (80, 80), (28, 100)]
 
@@ -33,11 +32,18 @@ def questions(tmp_path_factory) -> list[Question]:
     return out
 
 
-def test_prompt_is_vicuna_v1():
-    assert build_prompt("Q?") == f"{VICUNA_V1_SYSTEM} USER: <image>\nQ? ASSISTANT:"
-    assert build_prompt("Q?", has_image=False) == f"{VICUNA_V1_SYSTEM} USER: Q? ASSISTANT:"
-    with pytest.raises(ValueError):
-        build_prompt("Q?", template="plain")
+def test_prompt_is_vicuna_v1_with_llavas_ids(tiny):
+    """The runner's default prompt is LLaVA's conv_vicuna_v1 prompt, tokenized as LLaVA's tokenizer_image_token."""
+    _, tok = tiny
+    with_image = encode_prompt("Q?", tok, "vicuna_v1", has_image=True)
+    assert with_image.rendering == f"{VICUNA_V1_SYSTEM} USER: <image>\nQ? ASSISTANT:"
+    first, rest = with_image.rendering.split("<image>")
+    assert with_image.input_ids == tok(first).input_ids + [IMAGE_TOKEN_INDEX] + tok(rest).input_ids
+    text_only = encode_prompt("Q?", tok, "vicuna_v1", has_image=False)
+    assert text_only.rendering == f"{VICUNA_V1_SYSTEM} USER: Q? ASSISTANT:"
+    assert text_only.input_ids == tok(text_only.rendering).input_ids
+    with pytest.raises(ConversationError, match="plain needs"):  # plain drops the question: an image is required
+        encode_prompt("Q?", tok, "plain", has_image=False)
 
 
 def test_batched_equals_unbatched_and_file_format(tiny, questions, tmp_path):

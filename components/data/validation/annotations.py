@@ -15,7 +15,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..llava_format import IMAGE_TOKEN, SampleChunk
+from ..conversation import IMAGE_TOKEN
+from ..llava_format import SampleChunk
 from .rules import ANNOTATIONS_INDEX
 
 _SUSPECT_PATH = r"(^$|^/|^[A-Za-z]:|\\|//|(^|/)\.\.?(/|$)|\x00|/$)"  # RE2: paths that need a closer look

@@ -18,6 +18,7 @@ from typing import Any
 
 from PIL import Image
 
+from components.data.conversation import IMAGE_TOKEN
 from components.evaluation import scoring
 
 from .common import (
@@ -49,7 +50,7 @@ class ScienceQA:
         beams, meta = decoding(num_beams, self.uhd_num_beams, self.max_new_tokens)
         out = []
         for item in read_json(root / SQA_QUESTIONS):
-            text = item["conversations"][0]["value"].replace("<image>", "").strip() + "\n" + LETTER_SUFFIX
+            text = item["conversations"][0]["value"].replace(IMAGE_TOKEN, "").strip() + "\n" + LETTER_SUFFIX
             image = root / SQA_IMAGES / item["image"] if "image" in item else None
             # model_vqa_science's answers "prompt" keeps "<image>\n" (the IMG split of eval_science_qa reads it)
             prompt = ("<image>\n" if image is not None else "") + text
