@@ -8,6 +8,7 @@ import inspect
 import pytest
 
 from components.config import ModelConfig, Params, TrainStageConfig, ValidateConfig, load_params
+from components.data.synthetic import SyntheticSpec
 from components.data.validation import validate_annotations
 from components.evaluation.suite import EvalPlan
 from components.tracking.registry import GateConfig
@@ -88,3 +89,10 @@ def test_validate_annotations_defaults_are_the_validate_block():
     for name in ("full_decode_fraction", "max_pixels", "seed", "workers"):
         assert signature[name].default == getattr(ValidateConfig(), name), name
 
+
+
+def test_synthetic_spec_is_the_data_block():
+    data = Params().data
+    spec = SyntheticSpec.from_params(data)
+    assert spec == SyntheticSpec()
+    assert dataclasses.asdict(spec) == {"seed": data.seed, **dataclasses.asdict(data.synthetic)}
