@@ -2,6 +2,10 @@
 
 Unknown keys, missing keys and wrong types are errors that name the offending path, so a typo in
 `dvc exp run -S slicing.prset=...` fails at stage start instead of silently using a default.
+
+The defaults below are the embedded profile, the same values as params.yaml (tests/unit/test_params_agree.py pins
+that): they are the only defaults of these settings. The library configs built from params (TrainConfig,
+RaySettings, EvalPlan, GateConfig, validate_annotations) take theirs from here, each through one function.
 """
 
 from __future__ import annotations
@@ -152,7 +156,7 @@ class ModelConfig:
 class TrainStageConfig:
     """One training stage (components/training/loop.py TrainConfig)."""
 
-    steps: int = 10
+    steps: int = 8
     global_batch: int = 4
     micro_batch: int = 2
     lr: float = 1e-3
@@ -191,7 +195,8 @@ class RayTrainConfig:
 @dataclass(frozen=True)
 class TrainConfigs:
     pretrain: TrainStageConfig = field(default_factory=TrainStageConfig)
-    finetune: TrainStageConfig = field(default_factory=lambda: TrainStageConfig(lr=2e-5))
+    # The embedded profile's rate (params.yaml); the paper's 2e-5 is in params/paper-*.yaml.
+    finetune: TrainStageConfig = field(default_factory=lambda: TrainStageConfig(lr=2e-4))
     ray: RayTrainConfig = field(default_factory=RayTrainConfig)
     tune_vision: bool = False  # also train the ViT in finetune (paper Table 4; the authors: "we do not train the ViTs")
 

@@ -15,52 +15,11 @@ import shutil
 import sys
 from pathlib import Path
 
-from components.compression import effective_compressor, effective_spatial_schema
 from components.config import load_params
+from components.evaluation.exported_model import EVAL_ROOTS, WeightsMismatch, load_evaluated_model, provenance
 from components.evaluation.report import write_reports
-from components.evaluation.suite import TEMPLATE, EvalPlan, run_suite
-from components.tracking.mlflow_logging import resolve_tracking_uri, sha256_file
-from components.tracking.registry import git_commit
-
-EVAL_ROOTS = {"synthetic": "data/raw/synthetic/eval", "hub": "data/raw/eval_llava_bundle/eval"}
-
-
-def load_evaluated_model(model_dir: Path, pointer: dict, params):
-    """The exported model, after checking that its weights are the ones the pointer names."""
-    from components.inference import load_dir
-
-    sha = sha256_file(model_dir / "model.safetensors")
-    if pointer.get("model_sha256") and sha != pointer["model_sha256"]:
-        raise SystemExit(f"{model_dir}/model.safetensors has sha256 {sha[:12]}…, but the pointer names "
-                         f"{pointer['model_sha256'][:12]}…: re-run `dvc repro finetune`")
-    uhd = load_dir(model_dir, params.model.tokenizer, params.model.tokenizer_dir)  # checks the <image> id too
-    return uhd.model, uhd.tokenizer, sha
-
-
-def provenance(pointer: dict, sha: str, model, params, plan: EvalPlan, eval_root: str) -> dict:
-    cfg = model.config
-    return {"model_uri": pointer.get("model_uri"), "model_sha256": sha, "mlflow_run_id": pointer.get("mlflow_run_id"),
-            "checkpoint_uri": pointer.get("checkpoint_uri"), "template": TEMPLATE, "batch_size": plan.batch_size,
-            "decoding": plan.decoding, "num_beams_override": plan.num_beams, "max_new_tokens": plan.max_new_tokens,
-            "pre_resize": plan.pre_resize, "slicing": {"strategy": cfg.strategy, "preset": cfg.preset},
-            "compressor": effective_compressor(cfg.compressor, cfg.strategy),
-            "spatial_schema": effective_spatial_schema(cfg.spatial_schema, cfg.strategy), "eval_root": eval_root,
-            "data_source": params.data.source, "git_commit": git_commit()}
-
-
-def log_to_mlflow(params, metrics: dict, prov: dict, reports: Path) -> str:
-    import mlflow
-
-    mlflow.set_tracking_uri(resolve_tracking_uri(params.tracking.uri))
-    mlflow.set_experiment(f"{params.tracking.experiment_prefix}-evaluate")
-    with mlflow.start_run(run_name="evaluate") as run:
-        mlflow.set_tags({"model_run_id": prov["mlflow_run_id"] or "", "model_sha256": prov["model_sha256"]})
-        mlflow.log_params({k: json.dumps(v) if isinstance(v, dict) else v for k, v in prov.items()})
-        mlflow.log_metrics({f"{name}_headline": value for name, value in metrics["headline"].items()})
-        for name in ("metrics.json", "results.md", "benchmarks.png"):
-            if (reports / name).exists():
-                mlflow.log_artifact(str(reports / name))
-        return run.info.run_id
+from components.evaluation.suite import EvalPlan, run_suite
+from components.tracking.stage_records import log_evaluation
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -79,16 +38,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{pointer_path} not found: run `dvc repro finetune` first", file=sys.stderr)
         return 2
     pointer = json.loads(pointer_path.read_text())
-    model, tokenizer, sha = load_evaluated_model(Path(args.model_dir), pointer, params)
+    try:
+        model, tokenizer, sha = load_evaluated_model(Path(args.model_dir), pointer, params.model)
+    except WeightsMismatch as err:
+        raise SystemExit(str(err)) from None
     plan = EvalPlan.from_params(params.eval)
     eval_root = args.eval_root or EVAL_ROOTS[params.data.source]
     shutil.rmtree(args.out, ignore_errors=True)  # a DVC run starts fresh; `uhd evaluate --out` elsewhere resumes
     suite = run_suite(model, tokenizer, eval_root, args.out, plan, model_id=pointer.get("model_uri") or "llava-uhd")
-    prov = provenance(pointer, sha, model, params, plan, eval_root)
+    prov = provenance(pointer, sha, model, params.data.source, plan, eval_root)
     label = f"this run ({params.data.source}, {model.config.strategy})"
     metrics = write_reports(suite, prov, args.reports, label=label)
     if not args.no_mlflow:
-        prov["evaluate_run_id"] = log_to_mlflow(params, metrics, prov, Path(args.reports))
+        prov["evaluate_run_id"] = log_evaluation(params.tracking, metrics, prov, Path(args.reports))
     print((Path(args.reports) / "results.md").read_text())
     print(f"reports: {args.reports}/results.md, metrics.json, provenance.json, benchmarks.png")
     return 0

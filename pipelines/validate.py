@@ -12,8 +12,8 @@
 Writes into --out: valid.parquet and images.parquet (one row per valid image, with its displayed size:
 what the layouts stage reads); into --quarantine (default: --out): quarantine.parquet (`reason`, `reasons`,
 `detail`, raw JSON) and bad_images.parquet; into --reports (default: --out): metrics.json, gx_report.json
-and gx_report.html. Flags override the `validate` block of params.yaml (when the file has one), which
-overrides the library defaults.
+and gx_report.html. Flags override the `validate` block of params.yaml (when the file exists), else the
+defaults of that block (components/config.py ValidateConfig).
 
 Exit codes: 0 done; 1 done, but the quarantined share is above --max-quarantine-fraction; 2 the input
 cannot be read at all (not JSON, no such file or folder) or the checks disagree (nothing published).
@@ -22,18 +22,14 @@ cannot be read at all (not JSON, no such file or folder) or the checks disagree 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
 
-from PIL import Image
-
-from components.config import ConfigError, load_params
+from components.config import ConfigError, ValidateConfig, load_params
 from components.data.llava_format import AnnotationFormatError
 from components.data.validation import ValidationEngineError, validate_annotations
-
-DEFAULTS = {"full_decode_fraction": 0.0, "max_pixels": Image.MAX_IMAGE_PIXELS, "seed": 0, "workers": 0,
-            "max_quarantine_fraction": 1.0}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,16 +51,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def settings(args: argparse.Namespace) -> dict:
-    """Flag > params.yaml `validate.<key>` > default, for each tunable."""
-    block = None
-    if Path(args.params).is_file():
-        block = getattr(load_params(args.params), "validate", None)
-    values = {}
-    for key, default in DEFAULTS.items():
-        flag = getattr(args, key)
-        values[key] = flag if flag is not None else getattr(block, key, default)
-    return values
+def settings(args: argparse.Namespace) -> ValidateConfig:
+    """Flag > params.yaml `validate.<key>` > the ValidateConfig default, for each tunable."""
+    base = load_params(args.params).validate if Path(args.params).is_file() else ValidateConfig()
+    flags = {f.name: getattr(args, f.name) for f in dataclasses.fields(ValidateConfig)}
+    return dataclasses.replace(base, **{key: value for key, value in flags.items() if value is not None})
 
 
 def run_stage(argv: list[str]) -> int:
@@ -103,10 +94,10 @@ def main(argv: list[str] | None = None) -> int:
             args.image_root,
             args.out,
             dataset_name=args.dataset_name or Path(args.annotations).stem,
-            full_decode_fraction=opts["full_decode_fraction"],
-            max_pixels=opts["max_pixels"],
-            seed=opts["seed"],
-            workers=opts["workers"],
+            full_decode_fraction=opts.full_decode_fraction,
+            max_pixels=opts.max_pixels,
+            seed=opts.seed,
+            workers=opts.workers,
             report_dir=args.reports,
             quarantine_dir=args.quarantine,
             progress=not args.quiet,
@@ -115,15 +106,10 @@ def main(argv: list[str] | None = None) -> int:
             ValidationEngineError) as err:
         print(f"validate: {err}", file=sys.stderr)
         return 2
-    metrics = report.metrics
-    summary = {key: metrics[key] for key in ("dataset", "rows_in", "valid", "quarantined", "quarantined_fraction")}
-    summary["reasons"] = {code: n for code, n in metrics["reasons"].items() if n}
-    summary["images"] = {key: metrics["images"][key] for key in ("referenced", "valid", "bad", "full_decode_checked")}
-    summary["gx_failed_expectations"] = {name: suite["failed"] for name, suite in metrics["gx"].items()}
-    print(json.dumps(summary, indent=2))
+    print(json.dumps(report.summary(), indent=2))
     print(f"validate: valid rows {report.outputs['valid.parquet']}, quarantine {report.outputs['quarantine.parquet']}, "
           f"report {report.outputs['gx_report.html']}")
-    share, limit = metrics["quarantined_fraction"], opts["max_quarantine_fraction"]
+    share, limit = report.metrics["quarantined_fraction"], opts.max_quarantine_fraction
     if share > limit:
         print(f"validate: {share:.2%} of the rows were quarantined, above the limit of {limit:.2%}; "
               f"see {report.outputs['quarantine.parquet']}", file=sys.stderr)

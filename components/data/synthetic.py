@@ -26,6 +26,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
+from components.config import DataConfig
+
 from .synthetic_images import (
     ASPECTS,
     COLOURS,
@@ -67,13 +69,21 @@ SKIMAGE_PHOTOS = (
 )
 
 
+_DATA = DataConfig()  # the defaults are params `data`'s (components/config.py)
+
+
 @dataclass(frozen=True)
 class SyntheticSpec:
-    seed: int = 0
-    train_scenes: int = 64  # fine-detail scenes for each of pretraining and fine-tuning
-    eval_scenes: int = 12  # held-out scenes per benchmark
-    easy_vqa_images: int = 32  # real easy-VQA images (64x64) mixed into both training sets
-    fine_line_scenes: int = 0  # extra fine-tuning scenes >= FINE_LINES_MIN_SIDE asked only about their lines
+    seed: int = _DATA.seed
+    train_scenes: int = _DATA.synthetic.train_scenes  # fine-detail scenes for each of pretraining and fine-tuning
+    eval_scenes: int = _DATA.synthetic.eval_scenes  # held-out scenes per benchmark
+    easy_vqa_images: int = _DATA.synthetic.easy_vqa_images  # real easy-VQA images (64x64) mixed into both sets
+    fine_line_scenes: int = _DATA.synthetic.fine_line_scenes  # >= FINE_LINES_MIN_SIDE, asked about lines only
+
+    @classmethod
+    def from_params(cls, data: DataConfig) -> SyntheticSpec:
+        size = data.synthetic
+        return cls(data.seed, size.train_scenes, size.eval_scenes, size.easy_vqa_images, size.fine_line_scenes)
 
 
 class DatasetWriter:

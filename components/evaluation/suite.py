@@ -11,9 +11,10 @@ absent is skipped with the reason (never scored as zero). Answers go to ``<out_d
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, fields
 from pathlib import Path
 
+from components.config import EvalConfig
 from components.evaluation.benchmarks import ADAPTERS, BenchmarkMissing, benchmark_root, load_benchmark
 from components.evaluation.compute import compute_report
 from components.evaluation.runner import predictions, run_benchmark
@@ -23,20 +24,12 @@ TEMPLATE = "vicuna_v1"  # LLaVA-1.5's eval prompt (conv_vicuna_v1); the runner r
 
 
 @dataclass(frozen=True)
-class EvalPlan:
-    benchmarks: tuple[str, ...]
-    batch_size: int = 8
-    decoding: str = "llava"  # llava: greedy everywhere | uhd-scripts: each adapter's uhd_num_beams
-    num_beams: dict[str, int] = field(default_factory=dict)  # per-benchmark override
-    max_new_tokens: int = 0  # 0 = each benchmark's own
-    pre_resize: int = 0
-    extreme_aspect: tuple[str, ...] = ()
+class EvalPlan(EvalConfig):
+    """The params `eval` block itself (fields, defaults and checks are EvalConfig's) plus what needs the adapters."""
 
     @classmethod
-    def from_params(cls, eval_params) -> EvalPlan:
-        return cls(tuple(eval_params.benchmarks), eval_params.batch_size, eval_params.decoding,
-                   dict(eval_params.num_beams), eval_params.max_new_tokens, eval_params.pre_resize,
-                   tuple(eval_params.extreme_aspect))
+    def from_params(cls, eval_params: EvalConfig) -> EvalPlan:
+        return cls(**{f.name: getattr(eval_params, f.name) for f in fields(EvalConfig)})
 
     def beams(self, name: str) -> int | None:
         """None = the LLaVA-1.5 default (greedy)."""

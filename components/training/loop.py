@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from components.compression import RESAMPLER
+from components.config import Params
 from components.model.build import build_model, load_tokenizer
 
 from . import deepspeed_config
@@ -34,6 +34,17 @@ from .throughput import Throughput
 TRAINABLE = {"pretrain": ("compressor", "image_newline"), "finetune": ("compressor", "image_newline", "language_model")}
 
 
+# The defaults of every params-backed field are the typed params' (components/config.py), the pretrain recipe's for
+# the stage settings: one place for each default. `from_params` is the one mapping from params.
+_PARAMS = Params()
+_MODEL, _RECIPE = _PARAMS.model, _PARAMS.train.pretrain
+# Fields with the same name and meaning in TrainConfig and the params blocks, copied as they are.
+MODEL_FIELDS = ("architecture", "vision_weights", "llm_weights", "tokenizer", "vision_hidden", "vision_layers",
+                "llm_hidden", "llm_layers")
+RECIPE_FIELDS = ("max_length", "steps", "global_batch", "micro_batch", "zero_stage", "lr", "weight_decay", "bf16",
+                 "warmup_ratio", "save_every", "gradient_checkpointing")
+
+
 @dataclass
 class TrainConfig:
     validated_dir: str
@@ -41,42 +52,61 @@ class TrainConfig:
     raw_root: str
     output_dir: str
     stage: str = "pretrain"  # pretrain | finetune: which set, template and trainable modules
-    source: str = "synthetic"
-    tokenizer: str = "llama"  # llama | gpt2 | smollm2, loaded offline from tokenizer_dir
-    tokenizer_dir: str = "tests/assets/llama_tokenizer"
+    source: str = _PARAMS.data.source
+    tokenizer: str = _MODEL.tokenizer  # llama | gpt2 | smollm2, loaded offline from tokenizer_dir
+    tokenizer_dir: str = _MODEL.tokenizer_dir
     template: str | None = None  # default: plain (pretrain), vicuna_v1 (finetune)
     end_of_turn: str | None = None
-    compressor: str = RESAMPLER
-    strategy: str = "uhd"
-    preset: str = "uhd-arxiv"
-    spatial_schema: bool = True  # the layouts table holds the count for either switch
-    max_length: int = 2048
+    compressor: str = _PARAMS.compressor
+    strategy: str = _PARAMS.slicing.strategy
+    preset: str = _PARAMS.slicing.active_preset
+    spatial_schema: bool = _PARAMS.spatial_schema  # the layouts table holds the count for either switch
+    max_length: int = _RECIPE.max_length
     limit: int | None = None  # first N samples of the set
-    steps: int = 10
-    global_batch: int = 4
-    micro_batch: int = 2
-    zero_stage: int = 2
-    lr: float = 1e-3
-    weight_decay: float = 0.0
+    steps: int = _RECIPE.steps
+    global_batch: int = _RECIPE.global_batch
+    micro_batch: int = _RECIPE.micro_batch
+    zero_stage: int = _RECIPE.zero_stage
+    lr: float = _RECIPE.lr
+    weight_decay: float = _RECIPE.weight_decay
     grad_clip: float = 1.0
-    bf16: bool | str = False
-    warmup_ratio: float = 0.03
+    bf16: bool | str = _RECIPE.bf16
+    warmup_ratio: float = _RECIPE.warmup_ratio
     seed: int = 0
     num_workers: int = 0
-    save_every: int = 0  # optimizer steps between checkpoints; 0 = only at the end
+    save_every: int = _RECIPE.save_every  # optimizer steps between checkpoints; 0 = only at the end
     resume: bool = False
     stop_after: int | None = None  # simulate a crash: return after this many steps (the schedule keeps `steps`)
-    architecture: str = "tiny"  # tiny | a components/model/architectures.py MODELS name (llava-uhd-7b, -13b)
-    vision_weights: str = ""  # paper scale: save_pretrained dir or hub id loaded into the vision tower
-    llm_weights: str = ""  # paper scale: save_pretrained dir or hub id loaded as the language model
-    gradient_checkpointing: bool = False
-    tune_vision: bool = False  # finetune also trains the ViT
-    vision_hidden: int = 32  # tiny model sizes (components/model/tiny.py)
-    vision_layers: int = 2
-    llm_hidden: int = 64
-    llm_layers: int = 2
+    architecture: str = _MODEL.architecture  # tiny | a components/model/architectures.py MODELS name
+    vision_weights: str = _MODEL.vision_weights  # paper scale: save_pretrained dir or hub id for the vision tower
+    llm_weights: str = _MODEL.llm_weights  # paper scale: save_pretrained dir or hub id loaded as the language model
+    gradient_checkpointing: bool = _RECIPE.gradient_checkpointing
+    tune_vision: bool = _PARAMS.train.tune_vision  # finetune also trains the ViT
+    vision_hidden: int = _MODEL.vision_hidden  # tiny model sizes (components/model/tiny.py)
+    vision_layers: int = _MODEL.vision_layers
+    llm_hidden: int = _MODEL.llm_hidden
+    llm_layers: int = _MODEL.llm_layers
     init_from: str | None = None  # a save_pretrained directory whose weights start this run (finetune <- pretrain)
     extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_params(cls, params: Params, stage: str, *, validated_dir: str, layouts_path: str, raw_root: str,
+                    output_dir: str, init_from: str | None = None, root: str | Path = ".") -> TrainConfig:
+        """The config of training stage `stage` under `params`. Relative paths (the data, the output, the
+        tokenizer, init_from) are made absolute against `root`: Ray workers do not run in the repository root."""
+        recipe = getattr(params.train, stage)
+
+        def absolute(path):
+            return str((Path(root) / path).resolve()) if path else None
+
+        return cls(
+            validated_dir=absolute(validated_dir), layouts_path=absolute(layouts_path), raw_root=absolute(raw_root),
+            output_dir=absolute(output_dir), init_from=absolute(init_from), stage=stage, source=params.data.source,
+            tokenizer_dir=absolute(params.model.tokenizer_dir), compressor=params.compressor,
+            strategy=params.slicing.strategy, preset=params.slicing.active_preset,
+            spatial_schema=params.spatial_schema, limit=recipe.limit or None, tune_vision=params.train.tune_vision,
+            **{name: getattr(params.model, name) for name in MODEL_FIELDS},
+            **{name: getattr(recipe, name) for name in RECIPE_FIELDS})
 
 
 @dataclass

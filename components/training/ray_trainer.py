@@ -1,6 +1,6 @@
 """The DeepSpeed loop (loop.py) on a Ray Train V2 `TorchTrainer`, with Ray-managed checkpoints and restarts.
 
-`fit(config, num_workers, storage_path, name, max_failures)` -> `ray.train.Result`. Each worker runs
+`fit(config, settings)` -> `ray.train.Result`. Each worker runs
 `loop.train` unchanged except for three `TrainHooks`:
 - resume: `ray.train.get_checkpoint()` (the latest reported checkpoint after a worker-group restart, or the
   one given to `fit(resume_from=...)`) is loaded through loop.py's own `engine.load_checkpoint` path, so the
@@ -14,11 +14,9 @@
 Ray sets RANK / WORLD_SIZE / MASTER_* and the gloo process group; `deepspeed.initialize` runs inside the
 worker (no `prepare_model`). Ray connection: an existing `ray.init` is reused; otherwise Ray starts a local one.
 
-Params mapping (for the lead's `train.*` params; this module does not read params.yaml):
-`train.ray.num_workers` -> RaySettings.num_workers, `train.ray.max_failures` -> max_failures,
-`train.ray.storage_path` -> storage_path, `train.ray.name` -> name, `train.ray.num_to_keep` -> num_to_keep,
-`train.ray.use_gpu` -> use_gpu, `tracking.uri` -> tracking_uri, `tracking.experiment_prefix` ->
-experiment_prefix; the checkpoint period is TrainConfig.save_every (`train.save_every`).
+Params: `RaySettings.from_params` is the one mapping (`train.ray.{num_workers, max_failures, storage_path,
+use_gpu}`, `tracking.{uri, experiment_prefix}`); `name` is the stage and `num_to_keep` is not a param. The
+checkpoint period is TrainConfig.save_every (`train.<stage>.save_every`).
 """
 
 from __future__ import annotations
@@ -31,6 +29,8 @@ import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+from components.config import Params
+
 from .loop import TrainConfig, TrainHooks, train
 
 # Fault injection for tests: "<flag file>:<step>[:kill]": rank 0 fails once at that step, by raising or (kill) by
@@ -38,17 +38,29 @@ from .loop import TrainConfig, TrainHooks, train
 FAIL_FLAG_ENV = "LLAVA_UHD_FAIL_ONCE"
 
 
+_RAY, _TRACKING = Params().train.ray, Params().tracking  # the defaults of the params-backed fields
+
+
 @dataclass(frozen=True)
 class RaySettings:
-    num_workers: int = 1
-    storage_path: str = "ray_results"
-    name: str = "train"
-    max_failures: int = 0
+    num_workers: int = _RAY.num_workers
+    storage_path: str = _RAY.storage_path
+    name: str = "train"  # the run's folder under storage_path (the stages use their name)
+    max_failures: int = _RAY.max_failures
     num_to_keep: int | None = 2
-    use_gpu: bool = False
+    use_gpu: bool = _RAY.use_gpu
     tracking_uri: str | None = None  # None: no MLflow; "env" or "" -> resolve_tracking_uri()
-    experiment_prefix: str = "llava-uhd"
+    experiment_prefix: str = _TRACKING.experiment_prefix
     worker_env: tuple[tuple[str, str], ...] = ()  # extra env vars for the workers (Ray's worker_runtime_env)
+
+    @classmethod
+    def from_params(cls, params: Params, name: str, storage_path: str | None = None) -> RaySettings:
+        """A training stage's settings; `storage_path` overrides train.ray.storage_path (a submitted job's)."""
+        ray, tracking = params.train.ray, params.tracking
+        # num_to_keep 1: a stage exports only its last checkpoint; resuming after a restart needs no older one.
+        return cls(num_workers=ray.num_workers, storage_path=storage_path or ray.storage_path, name=name,
+                   max_failures=ray.max_failures, num_to_keep=1, use_gpu=ray.use_gpu, tracking_uri=tracking.uri,
+                   experiment_prefix=tracking.experiment_prefix)
 
 
 def _maybe_fail(step: int, rank: int) -> None:
@@ -138,14 +150,11 @@ def build_trainer(config: TrainConfig, settings: RaySettings, mlflow_run: dict |
     )
 
 
-def fit(config: TrainConfig, num_workers: int = 1, storage_path: str = "ray_results", name: str = "train",
-        max_failures: int = 0, settings: RaySettings | None = None, resume_from: str | None = None):
+def fit(config: TrainConfig, settings: RaySettings = RaySettings(), resume_from: str | None = None):
     """Train on `num_workers` Ray workers; returns the `ray.train.Result` (result.checkpoint: the last one,
     result.metrics: its report, result.return_value: rank 0's loop metrics, result.error on failure).
     With `settings.tracking_uri` set, the MLflow run is opened here (rank 0 of every attempt appends to it);
     its id is `result.mlflow_run_id` (None without tracking)."""
-    settings = settings or RaySettings(num_workers=num_workers, storage_path=storage_path, name=name,
-                                       max_failures=max_failures)
     mlflow_run = None
     stage_run = None
     if settings.tracking_uri is not None:

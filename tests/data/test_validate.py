@@ -5,7 +5,10 @@ The corpus is generated in code (tests/data/bad_inputs.py); nothing touches a ne
 from __future__ import annotations
 
 import json
+import os
 import struct
+import subprocess
+import sys
 import zlib
 from pathlib import Path
 
@@ -26,7 +29,6 @@ from components.data.validation import (
     supported_modes,
     validate_annotations,
 )
-from pipelines.validate import main as validate_main
 from tests.data.bad_inputs import Case, build_corpus, patch_png_size
 
 
@@ -45,7 +47,7 @@ def run(corpus, out: Path, **kw):
 
 @pytest.fixture(scope="module")
 def headers_only(corpus, tmp_path_factory):
-    return run(corpus, tmp_path_factory.mktemp("headers_only"))
+    return run(corpus, tmp_path_factory.mktemp("headers_only"), full_decode_fraction=0.0)
 
 
 def expected(cases: list[Case], truncated_decoded: bool = False) -> dict[int, set[str]]:
@@ -300,14 +302,26 @@ def test_patched_png_header_is_consistent(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------------
-# The CLI contract
+# The CLI contract (`python -m pipelines.validate`, run as a command: tests import components, not stages)
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def validate_main(argv: list[str]) -> int:
+    """The exit code of the validate command; its stdout and stderr are echoed for capsys."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    done = subprocess.run([sys.executable, "-m", "pipelines.validate", *argv], capture_output=True, text=True,
+                          env=env, cwd=REPO)
+    sys.stdout.write(done.stdout)
+    sys.stderr.write(done.stderr)
+    return done.returncode
 
 
 def test_cli_writes_the_tables_and_exits_by_the_quarantine_limit(corpus, tmp_path, capsys):
     annotations, image_root, cases = corpus
     args = ["--annotations", str(annotations), "--image-root", str(image_root), "--quiet", "--workers", "1",
             "--params", str(tmp_path / "no-params.yaml")]
-    assert validate_main([*args, "--out", str(tmp_path / "a")]) == 0
+    assert validate_main([*args, "--out", str(tmp_path / "a"), "--max-quarantine-fraction", "1"]) == 0
     quarantine = pq.read_table(tmp_path / "a" / "quarantine.parquet")
     assert "reason" in quarantine.column_names
     valid = pq.read_table(tmp_path / "a" / "valid.parquet")
@@ -315,7 +329,7 @@ def test_cli_writes_the_tables_and_exits_by_the_quarantine_limit(corpus, tmp_pat
     summary = json.loads(capsys.readouterr().out.split("\nvalidate:")[0])
     assert summary["rows_in"] == len(cases) and summary["dataset"] == "annotations"
     split = ["--out", str(tmp_path / "b"), "--quarantine", str(tmp_path / "q"), "--reports", str(tmp_path / "r")]
-    assert validate_main([*args, *split, "--max-quarantine-fraction", "0.1"]) == 1
+    assert validate_main([*args, *split]) == 1  # above ValidateConfig's default limit (no params file here)
     assert (tmp_path / "b" / "valid.parquet").exists()  # written all the same
     assert sorted(p.name for p in (tmp_path / "b").iterdir()) == ["images.parquet", "valid.parquet"]
     assert sorted(p.name for p in (tmp_path / "q").iterdir()) == ["bad_images.parquet", "quarantine.parquet"]

@@ -171,8 +171,8 @@ def test_server_scored_benchmark_without_files_is_missing(tmp_path):
 
 def test_evaluate_stage_refuses_weights_that_are_not_the_pointers(tiny, tmp_path):
     from components.config import load_params
-    from pipelines.evaluate import load_evaluated_model
+    from components.evaluation.exported_model import WeightsMismatch, load_evaluated_model
 
     tiny[0].save_pretrained(tmp_path / "model")
-    with pytest.raises(SystemExit, match="re-run `dvc repro finetune`"):
-        load_evaluated_model(tmp_path / "model", {"model_sha256": "0" * 64}, load_params())
+    with pytest.raises(WeightsMismatch, match="re-run `dvc repro finetune`"):
+        load_evaluated_model(tmp_path / "model", {"model_sha256": "0" * 64}, load_params().model)

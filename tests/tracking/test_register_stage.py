@@ -1,14 +1,16 @@
-"""pipelines/register.main end to end on files in tmp: pointer + eval/validate metrics + params -> a registered
-version with provenance tags, decision.json, the promotion log, and the printed summary (real sqlite MLflow)."""
+"""The register stage's work (components/tracking/stage_records.py) end to end on files in tmp: pointer +
+eval/validate metrics + params -> a registered version with provenance tags, the decision, the promotion log and
+the printed summary (real sqlite MLflow)."""
 
 import json
 
 import pytest
 import yaml
 
+from components.config import load_params
 from components.tracking import promotion_log as plog
 from components.tracking.registry import Registry
-from pipelines import register
+from components.tracking.stage_records import RegisterInputs, decision_summary, register_from_reports
 from tests.tracking.test_registry import log_models
 
 HEADLINE = {"textvqa": 12.5, "pope": 50.1, "gqa": 30.0, "mme": 812.0, "scienceqa": 40.0, "mmbench": 20.0,
@@ -38,21 +40,24 @@ def stage_files(tmp_path, repo_root, uri, model, headline, skipped=None, name="l
     model_uri, run_id = model
     pointer = {"mlflow_run_id": run_id, "model_uri": model_uri, "checkpoint_uri": "/ckpt", "model_sha256": "ab" * 32}
     lock = {"schema": "2.0", "stages": {"validate": {"outs": [{"path": "data/validated", "md5": "feed.dir"}]}}}
-    return ["--params", write(tmp_path / "params.yaml", params), "--pointer", write(tmp_path / "p.json", pointer),
-            "--eval-metrics", write(tmp_path / "eval.json", {"headline": headline, "benchmarks": {},
-                                                             "skipped": skipped or {}}),
-            "--validate-metrics", write(tmp_path / "validate.json", VALIDATE),
-            "--dvc-lock", write(tmp_path / "dvc.lock", lock),
-            "--decision", str(tmp_path / "reports/registry/decision.json"),
-            "--log", str(tmp_path / "reports/registry/promotions.jsonl")]
+    inputs = RegisterInputs(pointer=write(tmp_path / "p.json", pointer),
+                            eval_metrics=write(tmp_path / "eval.json", {"headline": headline, "benchmarks": {},
+                                                                        "skipped": skipped or {}}),
+                            validate_metrics=write(tmp_path / "validate.json", VALIDATE),
+                            dvc_lock=write(tmp_path / "dvc.lock", lock))
+    return load_params(write(tmp_path / "params.yaml", params)), inputs, tmp_path / "reports/registry/promotions.jsonl"
+
+
+def register(args) -> dict:
+    decision = register_from_reports(*args)
+    print(decision_summary(decision))
+    return decision
 
 
 def test_register_stage_end_to_end(tmp_path, repo_root, capsys, store):
     uri, models = store
-    decision_path = tmp_path / "reports/registry/decision.json"
-
-    assert register.main(stage_files(tmp_path, repo_root, uri, models[0], HEADLINE)) == 0
-    first = json.loads(decision_path.read_text())
+    first = register(stage_files(tmp_path, repo_root, uri, models[0], HEADLINE))
+    assert json.loads(json.dumps(first)) == first  # the stage writes it as decision.json
     assert first["promoted"] and first["aliases_after"] == {"candidate": "1", "champion": "1"}
     assert all(g["passed"] for g in first["gates"].values()) and first["model_sha256"] == "ab" * 32
     assert "llava-uhd version 1: candidate; PROMOTED to champion" in capsys.readouterr().out
@@ -64,8 +69,7 @@ def test_register_stage_end_to_end(tmp_path, repo_root, capsys, store):
     worse = {**HEADLINE, "pope": 40.0}
     del worse["gqa"]
     args = stage_files(tmp_path, repo_root, uri, models[1], worse, skipped={"gqa": "no images"})
-    assert register.main(args) == 0  # a rejected candidate still completes the stage
-    second = json.loads(decision_path.read_text())
+    second = register(args)  # a rejected candidate is a decision, not an error
     assert not second["promoted"] and second["aliases_after"] == {"candidate": "2", "champion": "1"}
     assert second["reasons"] == ["gqa: no headline score (skipped: no images)",
                                  "pope: 40 is 10.1 points below the champion's 50.1 (tolerance 0.5)"]
@@ -79,6 +83,6 @@ def test_register_stage_end_to_end(tmp_path, repo_root, capsys, store):
 def test_pointer_without_model_uri_registers_the_runs_logged_model(tmp_path, repo_root, store):
     uri, models = store
     model_uri, run_id = models[2]
-    assert register.main(stage_files(tmp_path, repo_root, uri, (None, run_id), HEADLINE, name="by-run")) == 0
+    register(stage_files(tmp_path, repo_root, uri, (None, run_id), HEADLINE, name="by-run"))
     mv = Registry("by-run", uri).client.get_model_version("by-run", "1")
     assert mv.source == model_uri and mv.run_id == run_id

@@ -14,13 +14,10 @@ from components.model.modeling import LlavaUhdForConditionalGeneration
 from components.training.loop import TrainConfig, build_stage_model
 
 
-def _train_config(params, stage: str) -> TrainConfig:
-    recipe = getattr(params.train, stage)
-    return TrainConfig("unused", "unused", "unused", "unused", stage=stage, architecture=params.model.architecture,
-                       tokenizer=params.model.tokenizer, tokenizer_dir=params.model.tokenizer_dir,
-                       compressor=params.compressor, strategy=params.slicing.strategy,
-                       preset=params.slicing.active_preset, spatial_schema=params.spatial_schema,
-                       gradient_checkpointing=recipe.gradient_checkpointing, tune_vision=params.train.tune_vision)
+def _train_config(params, stage: str, repo_root) -> TrainConfig:
+    """The stage's own mapping (TrainConfig.from_params); no data is read here."""
+    return TrainConfig.from_params(params, stage, validated_dir="unused", layouts_path="unused", raw_root="unused",
+                                   output_dir="unused", root=repo_root)
 
 
 @pytest.mark.parametrize("size", ["7b", "13b"])
@@ -38,8 +35,8 @@ def test_paper_profile_parses_and_builds_on_meta(repo_root, size):
     default = load_params(repo_root / "params.yaml")
     assert params.eval == default.eval and params.registry == default.registry
 
-    cfg = _train_config(params, "finetune")
-    tokenizer = load_tokenizer(cfg.tokenizer, str(repo_root / cfg.tokenizer_dir))
+    cfg = _train_config(params, "finetune", repo_root)
+    tokenizer = load_tokenizer(cfg.tokenizer, cfg.tokenizer_dir)
     config = model_config(cfg, tokenizer)
     with torch.device("meta"):
         model = LlavaUhdForConditionalGeneration(config)
@@ -56,8 +53,8 @@ def test_paper_profile_parses_and_builds_on_meta(repo_root, size):
 
 def test_gradient_checkpointing_and_tune_vision_on_the_tiny_model(repo_root):
     params = load_params(repo_root / "params.yaml")
-    cfg = dataclasses.replace(_train_config(params, "finetune"), gradient_checkpointing=True, tune_vision=True,
-                              tokenizer_dir=str(repo_root / params.model.tokenizer_dir))
+    cfg = dataclasses.replace(_train_config(params, "finetune", repo_root), gradient_checkpointing=True,
+                              tune_vision=True)
     tokenizer = load_tokenizer(cfg.tokenizer, cfg.tokenizer_dir)
     model = build_stage_model(cfg, tokenizer)
     assert model.language_model.model.gradient_checkpointing

@@ -75,8 +75,8 @@ def test_worker_failure_resumes_from_the_reported_checkpoint(tiny_data, local_ra
 
 
 def test_fit_two_workers_merges_both_ranks_shards(tiny_data, local_ray, tmp_path):  # noqa: F811
-    result = fit(config(tiny_data, tmp_path / "out", steps=2, save_every=2), num_workers=2,
-                 storage_path=str(tmp_path / "ray"), name="two")
+    result = fit(config(tiny_data, tmp_path / "out", steps=2, save_every=2),
+                 settings=RaySettings(num_workers=2, storage_path=str(tmp_path / "ray"), name="two"))
     assert result.error is None and result.metrics["step"] == 2 and math.isfinite(result.metrics["loss"])
     with result.checkpoint.as_directory() as d:
         files = set(os.listdir(os.path.join(d, "step2")))

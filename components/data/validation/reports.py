@@ -31,6 +31,14 @@ class ValidationReport:
     outputs: dict[str, str] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
 
+    def summary(self) -> dict:
+        """The short form printed after a run: counts, the reasons that occurred, image counts, GX failures."""
+        m = self.metrics
+        return {**{key: m[key] for key in ("dataset", "rows_in", "valid", "quarantined", "quarantined_fraction")},
+                "reasons": {code: n for code, n in m["reasons"].items() if n},
+                "images": {key: m["images"][key] for key in ("referenced", "valid", "bad", "full_decode_checked")},
+                "gx_failed_expectations": {name: suite["failed"] for name, suite in m["gx"].items()}}
+
 
 def _write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")

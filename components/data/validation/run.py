@@ -26,8 +26,9 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-from PIL import Image
 from tqdm import tqdm
+
+from components.config import ValidateConfig
 
 from ..llava_format import PROBLEMS, SampleChunk, read_spans
 from . import rules  # rules.supported_modes(), looked up at call time like the other callers
@@ -49,6 +50,7 @@ from .rules import (
 )
 from .suites import _GX, ValidationEngineError, _reconcile
 
+DEFAULTS = ValidateConfig()  # the defaults of validate_annotations: params `validate`'s, in one place
 MAX_WAITING = 2  # chunks held while their images are checked
 
 
@@ -248,10 +250,10 @@ def validate_annotations(
     out_dir: str | os.PathLike,
     *,
     dataset_name: str,
-    full_decode_fraction: float = 0.0,
-    max_pixels: int = Image.MAX_IMAGE_PIXELS,
-    seed: int = 0,
-    workers: int = 0,
+    full_decode_fraction: float = DEFAULTS.full_decode_fraction,
+    max_pixels: int = DEFAULTS.max_pixels,
+    seed: int = DEFAULTS.seed,
+    workers: int = DEFAULTS.workers,
     report_dir: str | os.PathLike | None = None,
     quarantine_dir: str | os.PathLike | None = None,
     image_batch: int = 512,
@@ -262,11 +264,12 @@ def validate_annotations(
 
     full_decode_fraction  share of distinct images fully decoded (seeded by `seed`, by path) to catch
                           truncated files; 0 = headers only, 1 = every image.
-    max_pixels            decompression-bomb limit (default: PIL's MAX_IMAGE_PIXELS).
+    max_pixels            decompression-bomb limit (PIL's MAX_IMAGE_PIXELS).
     workers               processes for the image checks; 0 = one per core; 1 = everything in this process
                           (images and GX; otherwise GX runs in one child process, imported early).
     report_dir            where metrics.json and the GX report go (default: out_dir).
     quarantine_dir        where quarantine.parquet and bad_images.parquet go (default: out_dir).
+    The other defaults are params `validate`'s (components/config.py ValidateConfig).
 
     Raises AnnotationFormatError (the file is not JSON at all), FileNotFoundError (no such annotation
     file or image root) and ValidationEngineError (GX and the streamed checks disagree). Bad samples and

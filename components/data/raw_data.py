@@ -1,0 +1,45 @@
+"""The raw data of `data.source` under one root, and its manifest (path, bytes, sha256, source, status).
+
+  synthetic  the embedded dataset, generated offline and deterministically (synthetic.py) into <raw>/synthetic/
+  hub        LCS-558K, the 665K mix and the benchmark files from their public sources (catalog.py, download/),
+             resumable and sha256-verified
+
+`acquire_raw_data(raw, params.data)` returns the manifest with paths relative to <raw>; the download stage writes
+it as its DVC out, so DVC hashes that small file, never the images themselves.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from components.config import DataConfig
+
+from .synthetic import SyntheticSpec, build_synthetic
+
+
+def synthetic_manifest(raw: Path, data: DataConfig) -> pa.Table:
+    out = raw / "synthetic"
+    if out.exists():  # regenerated from the seed: start clean so no stale file survives a size change
+        shutil.rmtree(out)
+    build_synthetic(out, SyntheticSpec.from_params(data))
+    table = pq.read_table(out / "manifest.parquet")
+    paths = pa.array(["synthetic/" + p for p in table.column("path").to_pylist()])
+    table = table.set_column(0, "path", paths)
+    return table.append_column("status", pa.array(["present"] * table.num_rows))
+
+
+def hub_manifest(raw: Path, data: DataConfig) -> pa.Table:
+    from .download import download_all
+
+    return download_all(raw, limit=data.hub.limit, workers=data.hub.workers)
+
+
+def acquire_raw_data(raw: str | Path, data: DataConfig) -> pa.Table:
+    """Raises DownloadError / ArchiveError / OSError (unreachable hosts, disk space, unsafe archives)."""
+    raw = Path(raw)
+    raw.mkdir(parents=True, exist_ok=True)
+    return synthetic_manifest(raw, data) if data.source == "synthetic" else hub_manifest(raw, data)
