@@ -6,8 +6,8 @@ import shutil
 
 import pytest
 
+from cli.main import main as uhd
 from components.inference import UhdModel
-from pipelines.cli import main as uhd
 
 QUESTION = "What is in the picture?"
 
