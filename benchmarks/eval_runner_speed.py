@@ -32,7 +32,7 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=8)
     parser.add_argument("--batch-sizes", default="1,8")
     args = parser.parse_args()
-    tok = load_gpt2_tokenizer(REPO / "tests/assets/gpt2_tokenizer")
+    tok = load_gpt2_tokenizer(REPO / "assets/tokenizers/gpt2")
     add_image_token(tok)
     torch.manual_seed(0)
     config = tiny_llava_uhd_config(len(tok), tok.convert_tokens_to_ids("<image>"), separator_token_ids(tok))

@@ -57,7 +57,7 @@ def lmm_tokens_per_second() -> dict:
     from components.model.processor import UhdProcessor
     from components.model.tiny import tiny_llava_uhd_config
 
-    tok = load_gpt2_tokenizer("tests/assets/gpt2_tokenizer")
+    tok = load_gpt2_tokenizer("assets/tokenizers/gpt2")
     image_id = add_image_token(tok)
     torch.manual_seed(0)
     model = LlavaUhdForConditionalGeneration(tiny_llava_uhd_config(len(tok), image_id, separator_token_ids(tok)))

@@ -41,7 +41,7 @@ class TrainConfig:
     stage: str = "pretrain"  # pretrain | finetune: which set, template and trainable modules
     source: str = "synthetic"
     tokenizer: str = "llama"  # llama | gpt2 | smollm2, loaded offline from tokenizer_dir
-    tokenizer_dir: str = "tests/assets/llama_tokenizer"
+    tokenizer_dir: str = "assets/tokenizers/llama"
     template: str | None = None  # default: plain (pretrain), vicuna_v1 (finetune)
     end_of_turn: str | None = None
     compressor: str = "resampler"

@@ -22,7 +22,7 @@ SIZES = [(64, 48), (40, 90), (120, 30), (50, 50), (96, 64), (33, 77), (70, 20), 
 
 @pytest.fixture(scope="module")
 def tiny(repo_root):
-    tok = load_gpt2_tokenizer(repo_root / "tests/assets/gpt2_tokenizer")
+    tok = load_gpt2_tokenizer(repo_root / "assets/tokenizers/gpt2")
     add_image_token(tok)
     torch.manual_seed(0)
     config = tiny_llava_uhd_config(len(tok), tok.convert_tokens_to_ids("<image>"), separator_token_ids(tok))

@@ -31,7 +31,7 @@ SEVEN = ("textvqa", "pope", "gqa", "mme", "scienceqa", "mmbench", "mmbench_cn")
 
 @pytest.fixture(scope="module")
 def tiny(repo_root):
-    tok = load_gpt2_tokenizer(repo_root / "tests/assets/gpt2_tokenizer")
+    tok = load_gpt2_tokenizer(repo_root / "assets/tokenizers/gpt2")
     add_image_token(tok)
     torch.manual_seed(0)
     config = tiny_llava_uhd_config(len(tok), tok.convert_tokens_to_ids("<image>"), separator_token_ids(tok))

@@ -38,7 +38,7 @@ def active_store(uri: str):
 
 @pytest.fixture(scope="session")
 def tokenizer_dir(repo_root):
-    return repo_root / "tests/assets/llama_tokenizer"
+    return repo_root / "assets/tokenizers/llama"
 
 
 @pytest.fixture(scope="session")

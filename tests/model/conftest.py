@@ -9,7 +9,7 @@ from components.model.tiny import tiny_llava_uhd_config
 
 @pytest.fixture(scope="session")
 def tokenizer(repo_root):
-    tok = load_gpt2_tokenizer(repo_root / "tests/assets/gpt2_tokenizer")
+    tok = load_gpt2_tokenizer(repo_root / "assets/tokenizers/gpt2")
     add_image_token(tok)
     return tok
 
