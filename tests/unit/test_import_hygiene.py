@@ -97,3 +97,20 @@ def test_no_module_uses_another_modules_private_names():
 ])
 def test_the_private_name_check_catches_what_it_should(source, importer, is_package, expected):
     assert private_uses(source, importer, is_package) == expected
+
+
+def imported_roots(path: Path) -> set[str]:
+    roots = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            roots |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            roots.add(node.module.split(".")[0])
+    return roots
+
+
+def test_the_library_imports_no_entry_point():
+    """components/ is below pipelines/ and cli/: they import it, never the other way (design.md §7)."""
+    offences = {str(p.relative_to(REPO)): sorted(imported_roots(p) & {"pipelines", "cli"})
+                for p in sorted((REPO / "components").rglob("*.py"))}
+    assert {path: roots for path, roots in offences.items() if roots} == {}
