@@ -54,7 +54,7 @@ test-fast: install
 	$(PY) -m pytest -q -m "not slow"
 
 lint: install
-	$(VENV)/bin/ruff check components pipelines tests benchmarks
+	$(VENV)/bin/ruff check components pipelines cli tests benchmarks
 
 bench: install
 	$(PY) -m benchmarks.layout_throughput

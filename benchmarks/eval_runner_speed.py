@@ -30,7 +30,7 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=8)
     parser.add_argument("--batch-sizes", default="1,8")
     args = parser.parse_args()
-    tok = load_tokenizer("gpt2", REPO / "tests/assets/gpt2_tokenizer")
+    tok = load_tokenizer("gpt2", REPO / "assets/tokenizers/gpt2")
     model = tiny_model(tok).eval()
     questions = [Question(i, Image.new("RGB", (64 + 7 * i % 96, 64 + 13 * i % 96), (10 * i % 255, 120, 200)),
                           "What colour is the picture?\nAnswer the question using a single word or phrase.",

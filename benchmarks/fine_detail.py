@@ -257,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-new-tokens", type=int, default=8, help="answers are one word")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--strategies", default=",".join(STRATEGIES), help="comma-separated subset to train")
-    parser.add_argument("--tokenizer-dir", default="tests/assets/llama_tokenizer")
+    parser.add_argument("--tokenizer-dir", default="assets/tokenizers/llama")
     args = parser.parse_args(argv)
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)

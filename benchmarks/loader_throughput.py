@@ -48,7 +48,7 @@ def main() -> None:
     parser.add_argument("--set", default="pretrain", choices=["pretrain", "finetune"])
     parser.add_argument("--batches", type=int, default=8)
     parser.add_argument("--micro-batch", type=int, default=2)
-    parser.add_argument("--tokenizer-dir", default="tests/assets/llama_tokenizer")
+    parser.add_argument("--tokenizer-dir", default="assets/tokenizers/llama")
     args = parser.parse_args()
     torch.set_num_threads(1)
     data = Path(args.data)

@@ -55,7 +55,7 @@ def lmm_tokens_per_second() -> dict:
     from components.model.build import load_tokenizer, tiny_model
     from components.model.processor import UhdProcessor
 
-    tok = load_tokenizer("gpt2", "tests/assets/gpt2_tokenizer")
+    tok = load_tokenizer("gpt2", "assets/tokenizers/gpt2")
     model = tiny_model(tok)
     image_id = model.config.image_token_id
     model.train()

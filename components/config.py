@@ -137,7 +137,7 @@ class ModelConfig:
     vision_weights: str = ""  # paper scale: e.g. openai/clip-vit-large-patch14-336; "" = random init
     llm_weights: str = ""  # paper scale: e.g. lmsys/vicuna-13b-v1.5; "" = random init
     tokenizer: str = "llama"  # llama | gpt2 | smollm2
-    tokenizer_dir: str = "tests/assets/llama_tokenizer"
+    tokenizer_dir: str = "assets/tokenizers/llama"
     vision_hidden: int = 32  # tiny only
     vision_layers: int = 2
     llm_hidden: int = 64

@@ -46,7 +46,7 @@ def repo_root() -> Path:
 
 def tokenizer_assets(kind: str) -> Path:
     """The offline asset directory of tokenizer `kind` (llama | gpt2 | smollm2)."""
-    return REPO / "tests" / "assets" / f"{kind}_tokenizer"
+    return REPO / "assets" / "tokenizers" / kind
 
 
 @pytest.fixture(scope="session")

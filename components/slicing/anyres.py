@@ -168,9 +168,9 @@ def plan_anyres(width: int, height: int, preset: str = "onevision") -> AnyresLay
     >>> ar.best_resolution, ar.grid, ar.unpadded_hw, ar.final_hw, ar.num_tokens
     ((1920, 1152), (5, 3), (75, 135), (60, 108), 7269)
     """
-    from .uhd import _check_size  # one size check for every strategy
+    from .uhd import check_size  # one size check for every strategy
 
-    width, height = _check_size(width, height)
+    width, height = check_size(width, height)
     return _plan_anyres_cached(width, height, preset)
 
 

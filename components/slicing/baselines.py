@@ -11,14 +11,14 @@ from __future__ import annotations
 
 from .layout import Layout
 from .presets import VIT_RESOLUTION, get_preset
-from .uhd import _check_size
+from .uhd import check_size
 
 # Both baselines share the arXiv setting's ViT geometry (CLIP ViT-L/14-336).
 _GEOMETRY = get_preset("uhd-arxiv")
 
 
 def plan_pad336(width: int, height: int) -> Layout:
-    width, height = _check_size(width, height)
+    width, height = check_size(width, height)
     return Layout(
         strategy="pad336",
         preset="pad336",
@@ -32,7 +32,7 @@ def plan_pad336(width: int, height: int) -> Layout:
 
 
 def plan_fixed2x2(width: int, height: int) -> Layout:
-    width, height = _check_size(width, height)
+    width, height = check_size(width, height)
     side = (VIT_RESOLUTION, VIT_RESOLUTION)
     return Layout(
         strategy="fixed2x2",

@@ -9,6 +9,14 @@ from .presets import PRESETS
 from .uhd import plan_slices
 
 STRATEGIES = ("uhd", "anyres", "pad336", "fixed2x2")
+# The preset a strategy uses when none is named; each baseline is its own preset.
+DEFAULT_PRESETS = {"uhd": "uhd-arxiv", "anyres": "onevision", "pad336": "pad336", "fixed2x2": "fixed2x2"}
+
+
+def default_preset(strategy: str) -> str:
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown slicing strategy {strategy!r}; choose one of {STRATEGIES}")
+    return DEFAULT_PRESETS[strategy]
 
 
 def plan_layout(width: int, height: int, strategy: str = "uhd", preset: str = "uhd-arxiv") -> Layout | AnyresLayout:

@@ -232,11 +232,11 @@ def plan_slices(width: int, height: int, preset: str = "uhd-eccv") -> Layout:
     >>> lay.grid, lay.slices[0], lay.overview, lay.num_tokens
     ((3, 2), (336, 336), (406, 266), 1014)
     """
-    width, height = _check_size(width, height)
+    width, height = check_size(width, height)
     return _plan_cached(width, height, preset)
 
 
-def _check_size(width, height) -> Size:
+def check_size(width, height) -> Size:
     if isinstance(width, bool) or isinstance(height, bool):
         raise TypeError("width and height must be integers")
     w, h = int(width), int(height)

@@ -1,4 +1,4 @@
-"""Templates, tokenization and label masking with REAL tokenizers (tests/assets), ids pinned.
+"""Templates, tokenization and label masking with REAL tokenizers (assets/tokenizers), ids pinned.
 
 Llama/Vicuna (LLaVA-1.5's vocabulary, legacy and non-legacy), GPT-2 and SmolLM2-135M-Instruct (ChatML). The key
 property everywhere: the supervised tokens decode to exactly the assistant replies plus their end-of-turn token,
@@ -43,7 +43,7 @@ from components.data.tokenizers import (
     write_tokenizer_dir,
 )
 
-ASSETS = Path(__file__).resolve().parents[1] / "assets"
+ASSETS = Path(__file__).resolve().parents[2] / "assets" / "tokenizers"
 
 # Golden ids (offline_assets.md; checked against the reference Llama/GPT-2 tokenizers).
 LLAMA_HELLO = [1, 15043, 3186]
@@ -77,22 +77,22 @@ TEXT_ONLY = [
 
 @pytest.fixture(scope="session")
 def llama():
-    return load_llama_tokenizer(ASSETS / "llama_tokenizer")
+    return load_llama_tokenizer(ASSETS / "llama")
 
 
 @pytest.fixture(scope="session")
 def llama_nonlegacy():
-    return load_llama_tokenizer(ASSETS / "llama_tokenizer", legacy=False)
+    return load_llama_tokenizer(ASSETS / "llama", legacy=False)
 
 
 @pytest.fixture(scope="session")
 def gpt2():
-    return load_gpt2_tokenizer(ASSETS / "gpt2_tokenizer")
+    return load_gpt2_tokenizer(ASSETS / "gpt2")
 
 
 @pytest.fixture(scope="session")
 def smol():
-    return load_smollm2_tokenizer(ASSETS / "smollm2_tokenizer")
+    return load_smollm2_tokenizer(ASSETS / "smollm2")
 
 
 def spans(enc: Encoded) -> list[list[int]]:
@@ -129,14 +129,14 @@ def test_llama_golden_ids(llama, llama_nonlegacy):
 
 
 def test_llama_asset_shape():
-    data = json.loads((ASSETS / "llama_tokenizer" / "tokenizer.json").read_text())
+    data = json.loads((ASSETS / "llama" / "tokenizer.json").read_text())
     assert len(data["model"]["vocab"]) == 32000 and len(data["model"]["merges"]) == 61249
     assert data["model"]["byte_fallback"] is True and data["pre_tokenizer"] is None
 
 
 def test_llama_conversion_from_the_npm_bundle_round_trips(tmp_path):
     """Re-encode the asset the way llama-tokenizer-js stores it, convert it back: the same tokenizer.json."""
-    asset = json.loads((ASSETS / "llama_tokenizer" / "tokenizer.json").read_text())
+    asset = json.loads((ASSETS / "llama" / "tokenizer.json").read_text())
     vocab = sorted(asset["model"]["vocab"], key=asset["model"]["vocab"].get)
     index = {piece: i for i, piece in enumerate(vocab)}
     pairs = [index[p] for merge in asset["model"]["merges"] for p in merge]
@@ -147,7 +147,7 @@ def test_llama_conversion_from_the_npm_bundle_round_trips(tmp_path):
     tok = convert_llama_tokenizer_js(tmp_path / "llama-tokenizer.js")
     out = write_tokenizer_dir(tok, tmp_path / "out", LLAMA_TOKENIZER_CONFIG)
     assert json.loads((out / "tokenizer.json").read_text()) == asset
-    config = json.loads((ASSETS / "llama_tokenizer" / "tokenizer_config.json").read_text())
+    config = json.loads((ASSETS / "llama" / "tokenizer_config.json").read_text())
     assert json.loads((out / "tokenizer_config.json").read_text()) == config
 
 
@@ -417,7 +417,7 @@ def test_chat_template_without_end_of_turn_raises(smol):
 @pytest.fixture(scope="session")
 def llama_colon_space_merge():
     """The Llama vocabulary plus one top-priority merge ":" + "▁" -> ":▁" that crosses the prompt/reply boundary."""
-    data = json.loads((ASSETS / "llama_tokenizer" / "tokenizer.json").read_text())
+    data = json.loads((ASSETS / "llama" / "tokenizer.json").read_text())
     data["model"]["vocab"][":▁"] = 32000
     data["model"]["merges"].insert(0, [":", "▁"])
     tok = Tokenizer.from_str(json.dumps(data))

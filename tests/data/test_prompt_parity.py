@@ -3,7 +3,7 @@
 Training side: `encode_conversation` of question + answer, expanded with `expand_image_placeholders` (what
 `TrainingSet` does). Inference side: `UhdProcessor.prompt_batch`, what the evaluation runner and `UhdModel` send to
 `generate`. For every template (plain, vicuna_v1, the LLM's own chat template) with and without an image, on the
-real tokenizers in tests/assets (Llama legacy and non-legacy, GPT-2, SmolLM2-135M-Instruct's ChatML), the
+real tokenizers in assets/tokenizers (Llama legacy and non-legacy, GPT-2, SmolLM2-135M-Instruct's ChatML), the
 inference ids must equal the training ids before the first supervised token.
 """
 
@@ -36,12 +36,12 @@ from components.model.processor import UhdProcessor
 from components.model.tiny import tiny_llava_uhd_config
 from components.training.dataset import SlicingPlanner
 
-ASSETS = Path(__file__).resolve().parents[1] / "assets"
+ASSETS = Path(__file__).resolve().parents[2] / "assets" / "tokenizers"
 LOADERS = {
-    "llama": lambda: load_llama_tokenizer(ASSETS / "llama_tokenizer"),
-    "llama-nonlegacy": lambda: load_llama_tokenizer(ASSETS / "llama_tokenizer", legacy=False),
-    "gpt2": lambda: load_gpt2_tokenizer(ASSETS / "gpt2_tokenizer"),
-    "smollm2": lambda: load_smollm2_tokenizer(ASSETS / "smollm2_tokenizer"),
+    "llama": lambda: load_llama_tokenizer(ASSETS / "llama"),
+    "llama-nonlegacy": lambda: load_llama_tokenizer(ASSETS / "llama", legacy=False),
+    "gpt2": lambda: load_gpt2_tokenizer(ASSETS / "gpt2"),
+    "smollm2": lambda: load_smollm2_tokenizer(ASSETS / "smollm2"),
 }
 # The templates each LLM is trained with: plain and vicuna_v1 for all, its own chat template where it has one.
 CASES = [(kind, template) for kind in LOADERS for template in ("plain", "vicuna_v1")] + [("smollm2", "chat_template")]

@@ -6,8 +6,8 @@ import shutil
 
 import pytest
 
+from cli.main import main as uhd
 from components.inference import UhdModel
-from pipelines.cli import main as uhd
 
 QUESTION = "What is in the picture?"
 
@@ -49,7 +49,7 @@ def test_fallback_to_finetune_dir(capsys, logged, images, expected, repo_root, t
     shutil.copytree(logged["dir"], tmp_path / "models/finetune")
     monkeypatch.chdir(tmp_path)
     code, lines, _ = _run(capsys, images[0], QUESTION, "--max-new-tokens", 5, "--tracking-uri", f"sqlite:///{tmp_path}/empty.db",
-                          "--tokenizer-dir", repo_root / "tests/assets/llama_tokenizer")
+                          "--tokenizer-dir", repo_root / "assets/tokenizers/llama")
     assert code == 0 and lines[-1] == f"answer: {expected[0]}"
     assert lines[0].startswith("model: models/finetune (no models:/llava-uhd@champion")
 

@@ -113,4 +113,4 @@ def test_unknown_sources_fail_clearly(logged, tmp_path):
 def test_wrong_tokenizer_is_refused(logged, repo_root):
     with pytest.raises(ValueError, match="not the tokenizer"):
         load_model(logged["dir"], logged["uri"], tokenizer="gpt2",
-                   tokenizer_dir=repo_root / "tests/assets/gpt2_tokenizer")
+                   tokenizer_dir=repo_root / "assets/tokenizers/gpt2")

@@ -4,7 +4,7 @@ import sys
 
 from PIL import Image
 
-from pipelines.cli import main
+from cli.main import main
 
 
 def test_uhd_layout_prints_the_plan_and_writes_an_overlay(tmp_path, capsys):
@@ -37,7 +37,7 @@ def test_uhd_layout_missing_file_is_a_clear_error(tmp_path, capsys):
 
 
 def test_console_script_is_installed():
-    result = subprocess.run([sys.executable, "-m", "pipelines.cli", "--help"], capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-m", "cli.main", "--help"], capture_output=True, text=True)
     assert result.returncode == 0 and "layout" in result.stdout
 
 

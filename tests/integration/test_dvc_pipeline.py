@@ -18,7 +18,7 @@ import yaml
 pytestmark = pytest.mark.slow
 
 COPY = ["components", "pipelines", "params.yaml", "dvc.yaml", ".dvcignore", ".gitignore", "pyproject.toml",
-        "tests/assets/llama_tokenizer"]
+        "assets/tokenizers/llama"]
 TRAINING = ("pretrain", "finetune")
 DATA = ("download", "validate", "layouts")
 AFTER_TRAINING = (*TRAINING, "evaluate", "register")

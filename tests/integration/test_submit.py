@@ -87,7 +87,7 @@ def project(tmp_path_factory, tiny_data, head):  # noqa: F811
     """A minimal checkout: code, tokenizer, tiny data and a tiny params.yaml whose cluster.address is the head."""
     root = tmp_path_factory.mktemp("project")
     ignore = shutil.ignore_patterns("__pycache__")
-    for part in ("components", "pipelines", "tests/assets/llama_tokenizer"):
+    for part in ("components", "pipelines", "assets/tokenizers/llama"):
         shutil.copytree(REPO / part, root / part, ignore=ignore)
     for part in ("raw", "validated", "layouts"):
         shutil.copytree(tiny_data.root / part, root / "data" / part)
@@ -140,7 +140,7 @@ def test_train_stage_submits_itself_and_fetches_the_outputs(project, capsys):
 
 
 def test_failed_job_is_a_clear_error_and_nonzero_exit(project, head, capsys):
-    from pipelines import submit
+    from cli import submit
 
     entry = "python -c \"import sys; print('boom: bad shard'); sys.exit(3)\""
     with _in(project):
@@ -152,7 +152,7 @@ def test_failed_job_is_a_clear_error_and_nonzero_exit(project, head, capsys):
 
 def test_no_wait_then_attach_fetches_a_pointer(project, head, capsys, tmp_path):
     """A stand-in job writes the outputs contract (OUT/models/<stage>.json, reports) into --output-dir."""
-    from pipelines import submit
+    from cli import submit
 
     out = tmp_path / "shared"
     script = (f"import json, pathlib; o = pathlib.Path({str(out)!r}); (o / 'models').mkdir(parents=True); "

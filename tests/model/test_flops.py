@@ -269,7 +269,7 @@ def test_memory_orderings():
 
 
 def test_cli_tables(capsys):
-    from pipelines.flops_cli import main
+    from cli.flops import main
 
     assert main(["--sizes", "336x336,672x1008", "--paper"]) == 0
     out = capsys.readouterr().out
@@ -308,3 +308,21 @@ def test_training_step_flops_match_the_counter_forward_and_backward(llm_trainabl
 def test_peak_tflops_known_gpus_only():
     assert peak_tflops("NVIDIA A100-SXM4-80GB") == 312.0 and peak_tflops("NVIDIA H200") == 989.0
     assert peak_tflops("cpu") is None and peak_tflops("Some Future GPU") is None
+
+
+def test_flops_tables_default_columns_and_rows():
+    from components.model.flops_tables import default_columns, flops_table, memory_rows, parse_column
+
+    assert default_columns("llava-uhd-13b") == [("llava-1.5-13b", None), ("llava-uhd-13b", None),
+                                                ("llava-uhd-13b", "mlp"), ("llava-onevision-7b", None)]
+    assert default_columns("llava-onevision-7b") == [("llava-onevision-7b", None)]  # already MLP; no pad336 twin
+    assert parse_column("llava-uhd-7b:mlp") == ("llava-uhd-7b", "mlp")
+    with pytest.raises(ValueError):
+        parse_column("no-such-model")
+    rows = flops_table([(672, 1008)], [("llava-uhd-13b", None), ("llava-uhd-13b", "mlp")])
+    assert [r["column"] for r in rows] == ["llava-uhd-13b", "llava-uhd-13b:mlp"]
+    assert {r["size"] for r in rows} == {"672x1008"}
+    assert rows[0]["tflops"] == pytest.approx(inference_tflops("llava-uhd-13b", 672, 1008))
+    memory = memory_rows(["llava-uhd-7b"], 8, 2048, {"pretrain": 32, "finetune": 16})
+    assert len(memory) == 2 * 2 * 2  # stages x ZeRO stages x offload
+    assert all(r["max_mb_80gb"] >= r["max_mb_40gb"] for r in memory)

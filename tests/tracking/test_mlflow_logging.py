@@ -20,7 +20,7 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory, repo_root):
     out = tmp_path_factory.mktemp("export")
-    cfg = TrainConfig("v", "l", "r", str(out), tokenizer_dir=str(repo_root / "tests/assets/llama_tokenizer"))
+    cfg = TrainConfig("v", "l", "r", str(out), tokenizer_dir=str(repo_root / "assets/tokenizers/llama"))
     tok = load_tokenizer(cfg.tokenizer, cfg.tokenizer_dir)
     model = build_model(cfg, tok)
     model.save_pretrained(out / "model")

@@ -14,6 +14,8 @@ import mlflow.pyfunc
 import pytest
 import yaml
 
+from cli import promote as promote_cli
+from cli import rollback as rollback_cli
 from components.tracking import gates as g
 from components.tracking import promotion_log as plog
 from components.tracking.registry import (
@@ -25,8 +27,6 @@ from components.tracking.registry import (
     rollback,
     use_tracking_uri,
 )
-from pipelines import promote as promote_cli
-from pipelines import rollback as rollback_cli
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 

@@ -29,7 +29,7 @@ def tiny_data(tmp_path_factory, repo_root):
                            settings, progress=False)
     write_layouts(root / "validated/images.parquet", root / "raw", root / "layouts/layouts.parquet", "uhd",
                   "uhd-arxiv", workers=1, progress=False)
-    tok_dir = str(repo_root / "tests/assets/llama_tokenizer")
+    tok_dir = str(repo_root / "assets/tokenizers/llama")
     return types.SimpleNamespace(root=root, validated=str(root / "validated"), raw=str(root / "raw"),
                                  layouts=str(root / "layouts/layouts.parquet"), tokenizer_dir=tok_dir)
 

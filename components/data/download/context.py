@@ -11,13 +11,13 @@ from tqdm import tqdm
 
 from ..archives import ArchiveLimits
 from ..catalog import Dataset, SourceFile
-from .http import _Hosts
-from .lock import _HashCache, _Lock
+from .http import HostTracker
+from .lock import HashCache, SourcesLock
 from .manifest import FileRecord
 
 
 @dataclass(frozen=True)
-class _Task:
+class DownloadTask:
     path: str  # relative to the dataset folder
     url: str | None
     size: int | None  # expected exact size (catalog, else lock)
@@ -28,16 +28,16 @@ class _Task:
 
 
 @dataclass
-class _Outcome:
+class TaskOutcome:
     record: FileRecord
     network: str = "none"  # none (no request needed) | reached | unreachable
     fetched: bool = False  # a download completed in this run
     fetched_bytes: int = 0
     extracted: int = 0
-    items: list[_Task] = field(default_factory=list)  # url_list: the per-item tasks it names
+    items: list[DownloadTask] = field(default_factory=list)  # url_list: the per-item tasks it names
 
 
-class _Progress:
+class ByteProgress:
     def __init__(self, enabled: bool, desc: str):
         self._bar = tqdm(total=0, unit="B", unit_scale=True, unit_divisor=1024, desc=desc, disable=not enabled)
         self._mutex = threading.Lock()
@@ -56,7 +56,7 @@ class _Progress:
 
 
 @dataclass
-class _Run:
+class DownloadRun:
     dataset: Dataset
     root: Path
     workers: int
@@ -68,18 +68,19 @@ class _Run:
     extract: bool
     archive_limits: ArchiveLimits
     limit: int | None
-    lock: _Lock
-    cache: _HashCache
-    progress: _Progress
-    hosts: _Hosts = field(default_factory=_Hosts)
+    lock: SourcesLock
+    cache: HashCache
+    progress: ByteProgress
+    hosts: HostTracker = field(default_factory=HostTracker)
     stop: threading.Event = field(default_factory=threading.Event)
     opener: urllib.request.OpenerDirector = field(default_factory=urllib.request.build_opener)
 
 
-def _task_for(run: _Run, rel: str, url, size, sha, source, note="") -> _Task:
+def task_for(run: DownloadRun, rel: str, url, size, sha, source, note="") -> DownloadTask:
     if sha is not None:
-        return _Task(rel, url, size, sha, "catalog", source, note)
+        return DownloadTask(rel, url, size, sha, "catalog", source, note)
     locked = run.lock.get(rel)
     if locked:
-        return _Task(rel, url, size if size is not None else locked["bytes"], locked["sha256"], "lock", source, note)
-    return _Task(rel, url, size, None, "", source, note)
+        size = size if size is not None else locked["bytes"]
+        return DownloadTask(rel, url, size, locked["sha256"], "lock", source, note)
+    return DownloadTask(rel, url, size, None, "", source, note)

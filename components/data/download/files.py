@@ -9,26 +9,26 @@ import os
 from pathlib import Path
 
 from ..archives import ArchiveError, extract_archive
-from .context import _Outcome, _Run, _Task
-from .http import _fetch, _SourceError
-from .lock import LOCK_NAME, _hash_file
+from .context import DownloadRun, DownloadTask, TaskOutcome
+from .http import SourceError, fetch_resuming
+from .lock import LOCK_NAME, hash_file
 from .manifest import FileRecord
 
 log = logging.getLogger(__name__)
 
 
-def _ensure(run: _Run, task: _Task) -> _Outcome:
+def ensure_file(run: DownloadRun, task: DownloadTask) -> TaskOutcome:
     """Present and verified after this call, or a record saying why not."""
     dest = run.root / task.path
     if task.url is None:
         if dest.exists():  # placed by hand (browser-only or on-request sources)
-            return _Outcome(_verify_existing(run, task, dest) or _corrupt_existing(task, dest))
-        return _Outcome(FileRecord(task.path, None, None, None, "missing", f"no download URL: {task.note}"))
+            return TaskOutcome(_verify_existing(run, task, dest) or _corrupt_existing(task, dest))
+        return TaskOutcome(FileRecord(task.path, None, None, None, "missing", f"no download URL: {task.note}"))
     tries = 2  # a verification failure earns exactly one fresh download
     if dest.exists():
         record = _verify_existing(run, task, dest)
         if record is not None:
-            return _Outcome(record)
+            return TaskOutcome(record)
         log.warning("%s/%s: the file on disk does not match the %s; downloading it again",
                     run.dataset.name, task.path, "catalog" if task.pinned_by == "catalog" else LOCK_NAME)
         dest.unlink()
@@ -36,7 +36,7 @@ def _ensure(run: _Run, task: _Task) -> _Outcome:
     return _download(run, task, dest, tries)
 
 
-def _mismatch(task: _Task, size: int, sha: str) -> str | None:
+def _mismatch(task: DownloadTask, size: int, sha: str) -> str | None:
     if task.size is not None and size != task.size:
         return f"size {size} differs from the expected {task.size} ({task.pinned_by or 'catalog'})"
     if task.sha256 is not None and sha != task.sha256:
@@ -45,7 +45,7 @@ def _mismatch(task: _Task, size: int, sha: str) -> str | None:
     return None
 
 
-def _verify_existing(run: _Run, task: _Task, dest: Path) -> FileRecord | None:
+def _verify_existing(run: DownloadRun, task: DownloadTask, dest: Path) -> FileRecord | None:
     size, sha = run.cache.sha(task.path, dest, force=run.verify_existing)
     if _mismatch(task, size, sha) is not None:
         return None
@@ -54,21 +54,21 @@ def _verify_existing(run: _Run, task: _Task, dest: Path) -> FileRecord | None:
     return FileRecord(task.path, size, sha, task.url, "present")
 
 
-def _corrupt_existing(task: _Task, dest: Path) -> FileRecord:
+def _corrupt_existing(task: DownloadTask, dest: Path) -> FileRecord:
     size = dest.stat().st_size
-    sha = _hash_file(dest)
+    sha = hash_file(dest)
     return FileRecord(task.path, size, sha, None, "corrupt", _mismatch(task, size, sha) or "")
 
 
-def _download(run: _Run, task: _Task, dest: Path, tries: int) -> _Outcome:
+def _download(run: DownloadRun, task: DownloadTask, dest: Path, tries: int) -> TaskOutcome:
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
     fetched, problem = 0, ""
     for attempt in range(tries):
         try:
-            size, sha, received = _fetch(run, task, part)
-        except _SourceError as err:
-            return _Outcome(FileRecord(task.path, None, None, task.url, "missing", str(err)),
+            size, sha, received = fetch_resuming(run, task, part)
+        except SourceError as err:
+            return TaskOutcome(FileRecord(task.path, None, None, task.url, "missing", str(err)),
                             network="unreachable" if err.kind == "unreachable" else "reached",
                             fetched_bytes=fetched)
         fetched += received
@@ -78,16 +78,16 @@ def _download(run: _Run, task: _Task, dest: Path, tries: int) -> _Outcome:
             run.cache.put(task.path, dest, sha)
             if task.sha256 is None:
                 run.lock.record(task.path, task.url, size, sha)
-            return _Outcome(FileRecord(task.path, size, sha, task.url, "present"), "reached", True, fetched)
+            return TaskOutcome(FileRecord(task.path, size, sha, task.url, "present"), "reached", True, fetched)
         part.unlink(missing_ok=True)
         again = "; downloading it again" if attempt + 1 < tries else ""
         log.warning("%s/%s: %s%s", run.dataset.name, task.path, problem, again)
     error = f"{problem} (also after a fresh download; the upstream file may have changed"
     error += f": delete its entry in {LOCK_NAME} to accept it)" if task.pinned_by == "lock" else ")"
-    return _Outcome(FileRecord(task.path, None, None, task.url, "corrupt", error), "reached", False, fetched)
+    return TaskOutcome(FileRecord(task.path, None, None, task.url, "corrupt", error), "reached", False, fetched)
 
 
-def _extract(run: _Run, task: _Task, outcome: _Outcome) -> None:
+def extract_downloaded(run: DownloadRun, task: DownloadTask, outcome: TaskOutcome) -> None:
     archive = run.root / task.path
     dest = run.root / task.source.extract_to
 

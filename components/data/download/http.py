@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from .lock import CHUNK, _hash_file
+from .lock import CHUNK, hash_file
 
 if TYPE_CHECKING:
-    from .context import _Run, _Task
+    from .context import DownloadRun, DownloadTask
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +28,7 @@ _UNREACHABLE_ERRNOS = {errno.ENETUNREACH, errno.EHOSTUNREACH, errno.ENETDOWN, er
 _DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
 
 
-class _SourceError(Exception):
+class SourceError(Exception):
     def __init__(self, kind: str, message: str):  # kind: missing | unreachable
         self.kind = kind
         super().__init__(message)
@@ -38,7 +38,7 @@ class _Incomplete(Exception):
     """The connection ended before Content-Length bytes arrived (retryable; the .part keeps them)."""
 
 
-class _Hosts:
+class HostTracker:
     """Which hosts answered; a host that failed at the connection level stops being tried this run."""
 
     def __init__(self):
@@ -58,10 +58,10 @@ class _Hosts:
     def check(self, host: str) -> None:
         why = self.down.get(host)
         if why is not None:
-            raise _SourceError("unreachable", f"{host} unreachable earlier in this run ({why})")
+            raise SourceError("unreachable", f"{host} unreachable earlier in this run ({why})")
 
 
-def _fetch(run: _Run, task: _Task, part: Path) -> tuple[int, str, int]:
+def fetch_resuming(run: DownloadRun, task: DownloadTask, part: Path) -> tuple[int, str, int]:
     """Download `task.url` into `part`, resuming; return (size, sha256, bytes received this call)."""
     host = urlsplit(task.url).netloc
     received = 0
@@ -70,7 +70,7 @@ def _fetch(run: _Run, task: _Task, part: Path) -> tuple[int, str, int]:
         try:
             size, sha, got = _attempt(run, task, part, host)
             return size, sha, received + got
-        except _SourceError:
+        except SourceError:
             raise
         except Exception as err:  # classified below; unknown kinds are re-raised as fatal
             kind, why, delay = _classify(err)
@@ -78,12 +78,12 @@ def _fetch(run: _Run, task: _Task, part: Path) -> tuple[int, str, int]:
             if kind == "fatal":
                 raise
             if kind == "permanent":
-                raise _SourceError("missing", f"{why} ({task.url})") from None
+                raise SourceError("missing", f"{why} ({task.url})") from None
             if attempt == run.retries:
                 if kind == "unreachable":
                     run.hosts.mark_down(host, why)
-                    raise _SourceError("unreachable", f"{host}: {why} ({task.url})") from None
-                raise _SourceError("missing", f"gave up after {attempt + 1} attempts: {why} ({task.url})") from None
+                    raise SourceError("unreachable", f"{host}: {why} ({task.url})") from None
+                raise SourceError("missing", f"gave up after {attempt + 1} attempts: {why} ({task.url})") from None
             wait_s = max(delay, min(run.backoff_s * 2**attempt, run.max_backoff_s))
             log.info("%s: %s; retry %d/%d in %.1f s", task.url, why, attempt + 1, run.retries, wait_s)
             if run.stop.wait(wait_s):
@@ -91,12 +91,12 @@ def _fetch(run: _Run, task: _Task, part: Path) -> tuple[int, str, int]:
     raise AssertionError("not reached: the last attempt returns or raises")
 
 
-def _attempt(run: _Run, task: _Task, part: Path, host: str) -> tuple[int, str, int]:
+def _attempt(run: DownloadRun, task: DownloadTask, part: Path, host: str) -> tuple[int, str, int]:
     offset = part.stat().st_size if part.exists() else 0
     if task.size is not None and offset > task.size:
         offset = _truncate(part)
     if task.size is not None and offset == task.size and offset > 0:  # finished earlier, not yet verified
-        return offset, _hash_file(part), 0
+        return offset, hash_file(part), 0
     headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
     if offset:
         headers["Range"] = f"bytes={offset}-"
@@ -117,8 +117,8 @@ def _attempt(run: _Run, task: _Task, part: Path, host: str) -> tuple[int, str, i
         return _stream(run, resp, part, offset, length)
 
 
-def _stream(run: _Run, resp, part: Path, offset: int, length: int | None) -> tuple[int, str, int]:
-    hasher = _hash_file(part, limit=offset) if offset else hashlib.sha256()
+def _stream(run: DownloadRun, resp, part: Path, offset: int, length: int | None) -> tuple[int, str, int]:
+    hasher = hash_file(part, limit=offset) if offset else hashlib.sha256()
     received = 0
     with part.open("ab" if offset else "wb") as fh:
         while chunk := resp.read(CHUNK):
@@ -137,7 +137,7 @@ def _stream(run: _Run, resp, part: Path, offset: int, length: int | None) -> tup
     return offset + received, hasher.hexdigest(), received
 
 
-def _agree_on_offset(run: _Run, resp, part: Path, offset: int) -> int:
+def _agree_on_offset(run: DownloadRun, resp, part: Path, offset: int) -> int:
     """206 at our offset: append. 200 (Range ignored): restart from zero. 206 elsewhere: retry from zero."""
     if resp.status == 206:
         start = _content_range_start(resp.headers.get("Content-Range", ""))
@@ -155,14 +155,14 @@ def _after_416(err: urllib.error.HTTPError, part: Path, offset: int) -> tuple[in
     """416 for `bytes=N-`: if the server's size is N the .part is complete, otherwise start over."""
     total = (err.headers.get("Content-Range") or "").rpartition("/")[2]
     if total.isdigit() and int(total) == offset:
-        return offset, _hash_file(part), 0
+        return offset, hash_file(part), 0
     _truncate(part)
     raise _Incomplete(f"range not satisfiable (server size {total or '?'}, have {offset}); restarting")
 
 
-def _reject_html(resp, task: _Task) -> None:
+def _reject_html(resp, task: DownloadTask) -> None:
     if resp.headers.get_content_type() == "text/html" and not task.path.endswith((".html", ".htm")):
-        raise _SourceError("missing", f"the server sent an HTML page instead of the file (login, consent or quota "
+        raise SourceError("missing", f"the server sent an HTML page instead of the file (login, consent or quota "
                                       f"page?) ({task.url})")
 
 

@@ -35,7 +35,7 @@ def _load_json(path: Path, what: str) -> dict:
     return data
 
 
-class _Lock:
+class SourcesLock:
     """`sources.lock.json`: {path: {bytes, sha256, url}} of the first verified download of unhashed files."""
 
     def __init__(self, path: Path):
@@ -60,7 +60,7 @@ class _Lock:
                 self._dirty = False
 
 
-class _HashCache:
+class HashCache:
     """path -> (size, mtime_ns, sha256): a file unchanged since it was verified is not hashed again."""
 
     def __init__(self, path: Path):
@@ -74,7 +74,7 @@ class _HashCache:
         cached = self.entries.get(rel)
         if not force and cached and cached[:2] == [st.st_size, st.st_mtime_ns]:
             return st.st_size, cached[2]
-        sha = _hash_file(path)
+        sha = hash_file(path)
         self.put(rel, path, sha)
         return st.st_size, sha
 
@@ -91,7 +91,7 @@ class _HashCache:
                 self._dirty = False
 
 
-def _hash_file(path: Path, limit: int | None = None):
+def hash_file(path: Path, limit: int | None = None):
     """sha256 of a file (or of its first `limit` bytes, returned as the live hasher to continue)."""
     hasher = hashlib.sha256()
     left = limit

@@ -14,9 +14,9 @@ import pyarrow as pa
 
 from ..archives import DEFAULT_LIMITS, ArchiveLimits, InsufficientDiskSpaceError
 from ..catalog import CATALOG, Dataset, get_dataset, with_dependencies
-from .context import _Outcome, _Progress, _Run, _Task, _task_for
-from .files import _ensure, _extract
-from .lock import CACHE_NAME, LOCK_NAME, _HashCache, _Lock
+from .context import ByteProgress, DownloadRun, DownloadTask, TaskOutcome, task_for
+from .files import ensure_file, extract_downloaded
+from .lock import CACHE_NAME, LOCK_NAME, HashCache, SourcesLock
 from .manifest import (
     MANIFEST_NAME,
     DownloadReport,
@@ -25,7 +25,7 @@ from .manifest import (
     combined_manifest,
     write_manifest,
 )
-from .urllist import _expand_items
+from .urllist import expand_url_list
 
 log = logging.getLogger(__name__)
 
@@ -59,9 +59,9 @@ def download_dataset(
     started = time.monotonic()
     root = Path(raw_root) / ds.name
     root.mkdir(parents=True, exist_ok=True)
-    run = _Run(ds, root, max(1, workers), max(0, retries), backoff_s, max_backoff_s, timeout_s, verify_existing,
-               extract, archive_limits, limit, _Lock(root / LOCK_NAME), _HashCache(root / CACHE_NAME),
-               _Progress(progress, f"download {ds.name}"))
+    run = DownloadRun(ds, root, max(1, workers), max(0, retries), backoff_s, max_backoff_s, timeout_s, verify_existing,
+               extract, archive_limits, limit, SourcesLock(root / LOCK_NAME), HashCache(root / CACHE_NAME),
+               ByteProgress(progress, f"download {ds.name}"))
     try:
         outcomes = _run_all(run)
     finally:
@@ -109,9 +109,9 @@ def download_all(
     return combined_manifest(reports.values())
 
 
-def _run_all(run: _Run) -> list[_Outcome]:
+def _run_all(run: DownloadRun) -> list[TaskOutcome]:
     files = run.dataset.files[: run.limit] if run.limit else run.dataset.files
-    tasks = [_task_for(run, f.dest, f.url, f.size, f.sha256, f, f.note) for f in files]
+    tasks = [task_for(run, f.dest, f.url, f.size, f.sha256, f, f.note) for f in files]
     _check_disk_space(run, tasks)
     outcomes = _parallel(run, _process_file, tasks)
     items = [item for o in outcomes for item in o.items]
@@ -120,9 +120,11 @@ def _run_all(run: _Run) -> list[_Outcome]:
     return outcomes
 
 
-def _parallel(run: _Run, fn: Callable[[_Run, _Task], _Outcome], tasks: list[_Task]) -> list[_Outcome]:
+def _parallel(
+    run: DownloadRun, fn: Callable[[DownloadRun, DownloadTask], TaskOutcome], tasks: list[DownloadTask]
+) -> list[TaskOutcome]:
     """Results in task order; at most 4 x workers tasks queued, so 200K url_list items stay cheap."""
-    results: list[_Outcome | None] = [None] * len(tasks)
+    results: list[TaskOutcome | None] = [None] * len(tasks)
     pending = iter(enumerate(tasks))
     with ThreadPoolExecutor(max_workers=run.workers, thread_name_prefix="download") as pool:
         running: dict = {}
@@ -147,7 +149,7 @@ def _parallel(run: _Run, fn: Callable[[_Run, _Task], _Outcome], tasks: list[_Tas
     return results  # type: ignore[return-value]
 
 
-def _check_disk_space(run: _Run, tasks: list[_Task]) -> None:
+def _check_disk_space(run: DownloadRun, tasks: list[DownloadTask]) -> None:
     """Known (or approximate) sizes of what is still to fetch, plus archive extraction, vs free space."""
     need, unknown, count = 0, 0, 0
     for t in tasks:
@@ -171,25 +173,25 @@ def _check_disk_space(run: _Run, tasks: list[_Task]) -> None:
             + ". Free some space or point the raw data root at a larger disk.")
 
 
-def _raise_if_offline(run: _Run, outcomes: list[_Outcome]) -> None:
+def _raise_if_offline(run: DownloadRun, outcomes: list[TaskOutcome]) -> None:
     tried = [o for o in outcomes if o.network != "none"]
     if tried and all(o.network == "unreachable" for o in tried):
         raise NetworkUnreachableError(run.dataset.name, dict(run.hosts.down) or {"?": "unreachable"})
 
 
-def _process_file(run: _Run, task: _Task) -> _Outcome:
-    outcome = _ensure(run, task)
+def _process_file(run: DownloadRun, task: DownloadTask) -> TaskOutcome:
+    outcome = ensure_file(run, task)
     src = task.source
     if outcome.record.status != "present" or src is None:
         return outcome
     if src.is_archive and run.extract:
-        _extract(run, task, outcome)
+        extract_downloaded(run, task, outcome)
     elif src.kind == "url_list":
-        _expand_items(run, task, outcome)
+        expand_url_list(run, task, outcome)
     return outcome
 
 
-def _process_item(run: _Run, task: _Task) -> _Outcome:
+def _process_item(run: DownloadRun, task: DownloadTask) -> TaskOutcome:
     if task.url is None:
-        return _Outcome(FileRecord(task.path, None, None, None, "missing", task.note))
-    return _ensure(run, task)
+        return TaskOutcome(FileRecord(task.path, None, None, None, "missing", task.note))
+    return ensure_file(run, task)

@@ -7,10 +7,10 @@ import json
 from urllib.parse import quote
 
 from ..catalog import SourceFile, check_relative
-from .context import _Outcome, _Run, _Task, _task_for
+from .context import DownloadRun, DownloadTask, TaskOutcome, task_for
 
 
-def _expand_items(run: _Run, task: _Task, outcome: _Outcome) -> None:
+def expand_url_list(run: DownloadRun, task: DownloadTask, outcome: TaskOutcome) -> None:
     """Turn a url_list file into one task per entry (the first `limit`), or mark the list corrupt."""
     src = task.source
     try:
@@ -30,13 +30,13 @@ def _expand_items(run: _Run, task: _Task, outcome: _Outcome) -> None:
         outcome.items = []
 
 
-def _item_task(run: _Run, src: SourceFile, key: str, entry) -> _Task:
+def _item_task(run: DownloadRun, src: SourceFile, key: str, entry) -> DownloadTask:
     url = entry.get(src.items_url_key) if isinstance(entry, dict) else entry
     if "/" in key or "\\" in key or key in ("", ".", ".."):
         # The row keeps a quoted, harmless path: nobody joining it to the root can escape.
         rel = src.items_dest.format(id=quote(key, safe="") or "%00")
-        return _Task(rel, None, None, None, "", None, f"refused: entry id {key!r} is not a plain file name")
+        return DownloadTask(rel, None, None, None, "", None, f"refused: entry id {key!r} is not a plain file name")
     rel = check_relative(src.items_dest.format(id=key), "item")
     if not isinstance(url, str) or not url.startswith(("http://", "https://")):
-        return _Task(rel, None, None, None, "", None, f"entry {key!r} has no http(s) {src.items_url_key}")
-    return _task_for(run, rel, url, None, None, None)
+        return DownloadTask(rel, None, None, None, "", None, f"entry {key!r} has no http(s) {src.items_url_key}")
+    return task_for(run, rel, url, None, None, None)

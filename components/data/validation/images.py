@@ -2,7 +2,7 @@
 
 `check_images` reads headers (EXIF-aware), tests size, pixel limit and mode, and fully decodes the images of
 a seeded sample (`full_decode_sample`); it runs in worker processes, so it stays a module-level function.
-`_ImageTable` keeps the distinct images in order of first reference and turns the results into reason bits.
+`ImageTable` keeps the distinct images in order of first reference and turns the results into reason bits.
 """
 
 from __future__ import annotations
@@ -94,7 +94,7 @@ def full_decode_sample(paths: list[str], fraction: float, seed: int) -> np.ndarr
     return hashes < np.uint64(int(fraction * 2.0**64))
 
 
-class _ImageTable:
+class ImageTable:
     """Distinct images in order of first reference; results arrive batch by batch from the pool."""
 
     def __init__(self, rules: tuple[Rule, ...], max_pixels: int):

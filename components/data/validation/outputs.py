@@ -33,7 +33,7 @@ BAD_IMAGES_SCHEMA = pa.schema([
 OUTPUT_FILES = ("valid.parquet", "quarantine.parquet", "images.parquet", "bad_images.parquet")
 
 
-class _Writers:
+class ParquetWriters:
     """Parquet writers fed from a background thread: Arrow encodes and compresses without the GIL, so
     writing overlaps with parsing the next chunk. At most `depth` batches wait."""
 

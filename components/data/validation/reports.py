@@ -64,8 +64,8 @@ def _json_default(value):
     return str(value)
 
 
-def _write_reports(report: ValidationReport, gx: dict, report_dir: Path, annotation_path: Path,
-                   image_root: Path) -> None:
+def write_reports(report: ValidationReport, gx: dict, report_dir: Path, annotation_path: Path,
+                  image_root: Path) -> None:
     _write_atomic(report_dir / "metrics.json", json.dumps(report.metrics, indent=2, default=_json_default) + "\n")
     gx_json = {
         "dataset": report.dataset,

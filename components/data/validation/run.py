@@ -33,10 +33,10 @@ from components.config import ValidateConfig
 from ..llava_format import PROBLEMS, SampleChunk, read_spans
 from . import rules  # rules.supported_modes(), looked up at call time like the other callers
 from .annotations import annotation_checks
-from .images import _ImageTable, check_images, full_decode_sample
-from .outputs import BAD_IMAGES_SCHEMA, IMAGES_SCHEMA, OUTPUT_FILES, QUARANTINE_SCHEMA, VALID_SCHEMA, _Writers
+from .images import ImageTable, check_images, full_decode_sample
+from .outputs import BAD_IMAGES_SCHEMA, IMAGES_SCHEMA, OUTPUT_FILES, QUARANTINE_SCHEMA, VALID_SCHEMA, ParquetWriters
 from .parsing import sample_chunks
-from .reports import REPORT_FILES, ValidationReport, _write_reports
+from .reports import REPORT_FILES, ValidationReport, write_reports
 from .rules import (
     ANNOTATION_RULES,
     ANNOTATIONS_INDEX,
@@ -48,7 +48,7 @@ from .rules import (
     decode_reasons,
     image_rules,
 )
-from .suites import _GX, ValidationEngineError, _reconcile
+from .suites import GxEngine, ValidationEngineError, reconcile_with_gx
 
 DEFAULTS = ValidateConfig()  # the defaults of validate_annotations: params `validate`'s, in one place
 MAX_WAITING = 2  # chunks held while their images are checked
@@ -64,7 +64,7 @@ class _Run:
         self.workers = workers or os.cpu_count() or 1
         self.image_batch, self.chunk_rows, self.progress = image_batch, chunk_rows, progress
         self.image_rules = image_rules(max_pixels)
-        self.images = _ImageTable(self.image_rules, max_pixels)
+        self.images = ImageTable(self.image_rules, max_pixels)
         self.modes = rules.supported_modes()
         self.seen_ids: set[str] = set()
         self.checks: list[pd.DataFrame] = []
@@ -76,7 +76,7 @@ class _Run:
 
     # -- streaming --------------------------------------------------------------------------------
 
-    def stream(self, writers: _Writers, pool) -> None:
+    def stream(self, writers: ParquetWriters, pool) -> None:
         work = partial(check_images, image_root=str(self.image_root), max_pixels=self.max_pixels, modes=self.modes)
         futures: deque = deque()  # (future or result, sampled mask, images in the batch), in image order
         waiting: deque = deque()  # (chunk, check table, paths, image_idx, images that must be resolved first)
@@ -120,7 +120,7 @@ class _Run:
             self.images.add_results(result.result() if isinstance(result, Future) else result, sampled)
 
     def _finish_chunk(self, chunk: SampleChunk, table: pd.DataFrame, paths: list, image_idx: np.ndarray,
-                      writers: _Writers) -> None:
+                      writers: ParquetWriters) -> None:
         n = chunk.n
         bits = np.zeros(n, dtype=np.int64)
         for rule in ANNOTATION_RULES:
@@ -296,8 +296,8 @@ def validate_annotations(
     run = _Run(annotation_path, image_root, dataset_name=dataset_name,
                full_decode_fraction=full_decode_fraction, max_pixels=int(max_pixels), seed=seed, workers=workers,
                image_batch=image_batch, chunk_rows=chunk_rows, progress=progress)
-    writers = _Writers(final)
-    gx_engine = _GX(in_process=run.workers <= 1)
+    writers = ParquetWriters(final)
+    gx_engine = GxEngine(in_process=run.workers <= 1)
     timings = {}
     try:
         with _image_pool(run.workers) as pool:
@@ -316,12 +316,12 @@ def validate_annotations(
             "images": (image_frame.drop(columns=["error"]), run.image_rules, IMAGES_INDEX),
         }, dataset_name)
         timings["gx_s"] = time.perf_counter() - gx_started
-        _reconcile("annotations", ANNOTATION_RULES, gx["annotations"],
-                   _streamed_rows(checks[ANNOTATIONS_INDEX].to_numpy(), row_bits, ANNOTATION_RULES),
-                   first_of_duplicates=True)
-        _reconcile("images", run.image_rules, gx["images"],
-                   _streamed_rows(image_frame[IMAGES_INDEX].to_numpy(), run.images.bits[:len(image_frame)],
-                                  run.image_rules))
+        reconcile_with_gx("annotations", ANNOTATION_RULES, gx["annotations"],
+                          _streamed_rows(checks[ANNOTATIONS_INDEX].to_numpy(), row_bits, ANNOTATION_RULES),
+                          first_of_duplicates=True)
+        reconcile_with_gx("images", run.image_rules, gx["images"],
+                          _streamed_rows(image_frame[IMAGES_INDEX].to_numpy(), run.images.bits[:len(image_frame)],
+                                         run.image_rules))
         if run.rows_in != run.valid + run.quarantined:
             raise ValidationEngineError(f"rows_in {run.rows_in} != valid {run.valid} + quarantined {run.quarantined}")
         _check_written(writers.tmp, run)
@@ -355,7 +355,7 @@ def validate_annotations(
         reasons=run.reason_counts, primary_reasons=run.primary_counts, images=image_summary, gx=gx_summary,
         metrics=metrics, outputs={name: str(path) for name, path in final.items()}, timings=timings,
     )
-    _write_reports(report, gx, report_dir, annotation_path, image_root)
+    write_reports(report, gx, report_dir, annotation_path, image_root)
     report.outputs.update({name: str(report_dir / name) for name in REPORT_FILES})
     return report
 

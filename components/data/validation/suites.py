@@ -8,7 +8,7 @@ every row of a duplicated id; the first occurrence stays valid, the later ones a
 disagreement raises `ValidationEngineError`.
 
 With workers != 1, GX is imported in a child process while the stream runs (the import alone takes 3-5 s)
-and evaluates the suites there (`_GX`); `import_gx` and `evaluate_with_gx` are module-level for that pool.
+and evaluates the suites there (`GxEngine`); `import_gx` and `evaluate_with_gx` are module-level for that pool.
 """
 
 from __future__ import annotations
@@ -137,7 +137,7 @@ def _after_first(listed: list[dict], column: str, index_column: str) -> set[int]
     return rows
 
 
-class _GX:
+class GxEngine:
     """Where the suites run: in this process (workers=1), or in a child process that imports GX (3-5 s)
     while the stream runs on this one and is handed the check tables at the end."""
 
@@ -155,8 +155,8 @@ class _GX:
             self.pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _reconcile(name: str, rules: tuple[Rule, ...], gx: dict, streamed: dict[str, set[int]],
-               first_of_duplicates: bool = False) -> None:
+def reconcile_with_gx(name: str, rules: tuple[Rule, ...], gx: dict, streamed: dict[str, set[int]],
+                      first_of_duplicates: bool = False) -> None:
     """Reason by reason, GX's unexpected rows must be exactly the rows the stream routed."""
     for reason in dict.fromkeys(rule.reason for rule in rules):
         from_gx: set[int] = set()

@@ -18,7 +18,7 @@ from components.tracking.registry import GateConfig, Registry, RegistryError, pr
 
 
 def add_common(parser: argparse.ArgumentParser) -> None:
-    """Options shared with pipelines/rollback.py."""
+    """Options shared with cli/rollback.py."""
     parser.add_argument("--reason", required=True, help="why: recorded in the promotion log")
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--tracking-uri", default=None, help="default: params tracking.uri, $MLFLOW_TRACKING_URI")

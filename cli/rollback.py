@@ -10,8 +10,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from cli.promote import add_common, open_registry, report
 from components.tracking.registry import RegistryError, rollback
-from pipelines.promote import add_common, open_registry, report
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,16 +13,16 @@ folder; null for text-only) and `question`; each answers line is the input line 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
-from components.config import ModelConfig, Params, load_params
-from components.inference import DEFAULT_MAX_NEW_TOKENS, ModelNotFound, UhdModel, alias_exists, load_model
+from components.config import Params, load_params
+from components.inference import DEFAULT_MAX_NEW_TOKENS, ModelNotFound, UhdModel, load_model
+from components.inference.questions import answer_questions, missing_images, read_questions, write_answers
+from components.inference.sources import default_source
 from components.tracking.mlflow_logging import resolve_tracking_uri
 
 DEFAULT_DIR = "models/finetune"
-CHAMPION = "champion"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -48,28 +48,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def default_source(params: Params, tracking_uri: str) -> tuple[str, str]:
-    """(source, why): the registry champion when there is one, else the finetune DVC out, else ModelNotFound."""
-    name = params.registry.model_name
-    if alias_exists(name, CHAMPION, tracking_uri):
-        return f"models:/{name}@{CHAMPION}", f"registry alias {CHAMPION} in {tracking_uri}"
-    if (Path(DEFAULT_DIR) / "config.json").is_file():
-        return DEFAULT_DIR, f"no models:/{name}@{CHAMPION} in {tracking_uri}; using the finetune stage's output"
-    raise ModelNotFound(f"no model to use: models:/{name}@{CHAMPION} is not in the registry at {tracking_uri} and "
-                        f"{DEFAULT_DIR}/ does not exist. Run `dvc repro finetune` (then `dvc repro` to evaluate and "
-                        "register a champion), or pass --model SOURCE")
-
-
 def open_model(args: argparse.Namespace) -> UhdModel:
     params = load_params(args.params) if Path(args.params).is_file() else Params()
     tracking_uri = resolve_tracking_uri(args.tracking_uri or params.tracking.uri)
-    source, why = (args.model, "--model") if args.model else default_source(params, tracking_uri)
+    if args.model:
+        source, why = args.model, "--model"
+    else:
+        source, why = default_source(params.registry.model_name, tracking_uri, DEFAULT_DIR)
     print(f"model: {source} ({why})")
-    model_cfg: ModelConfig = params.model
     local = Path(source).is_dir()
     # A directory carries no tokenizer: use the one training used (params); MLflow models bring their own.
-    tok_dir = args.tokenizer_dir or (model_cfg.tokenizer_dir if local else None)
-    tok_kind = args.tokenizer or (model_cfg.tokenizer if local else None)
+    tok_dir = args.tokenizer_dir or (params.model.tokenizer_dir if local else None)
+    tok_kind = args.tokenizer or (params.model.tokenizer if local else None)
     return load_model(source, tracking_uri, tokenizer=tok_kind, tokenizer_dir=tok_dir, device=args.device)
 
 
@@ -84,39 +74,16 @@ def answer_one(uhd: UhdModel, args: argparse.Namespace) -> int:
     return 0
 
 
-def _rows(path: Path, image_root: Path) -> list[dict]:
-    rows = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        row = json.loads(line)
-        if "question" not in row:
-            raise ValueError(f"{path}:{number}: no 'question' field")
-        image = row.get("image")
-        row["_image"] = str(image_root / image) if image else None  # absolute paths survive the join
-        rows.append(row)
-    return rows
-
-
 def answer_file(uhd: UhdModel, args: argparse.Namespace) -> int:
     path = Path(args.questions)
-    rows = _rows(path, Path(args.image_root) if args.image_root else path.parent)
-    missing = [r["_image"] for r in rows if r["_image"] and not Path(r["_image"]).is_file()]
+    questions = read_questions(path, Path(args.image_root) if args.image_root else path.parent)
+    missing = missing_images(questions)
     if missing:
         print(f"uhd infer: {len(missing)} image(s) not found, e.g. {missing[0]}", file=sys.stderr)
         return 2
-    answers = uhd.answer_batch([(r["_image"], r["question"]) for r in rows], batch_size=args.batch_size,
-                               max_new_tokens=args.max_new_tokens)
-    out = Path(args.out) if args.out else path.with_name(f"{path.stem}.answers.jsonl")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out, "w", encoding="utf-8") as f:
-        for row, answer in zip(rows, answers, strict=True):
-            image = row.pop("_image")
-            layout = uhd.layout(image) if image else None
-            row.update(answer=answer, model=uhd.source, grid=list(layout.grid) if layout else None,
-                       num_tokens=layout.num_tokens if layout else 0)
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
-    print(f"{len(rows)} answers written to {out}")
+    records = answer_questions(uhd, questions, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens)
+    out = write_answers(records, Path(args.out) if args.out else path.with_name(f"{path.stem}.answers.jsonl"))
+    print(f"{len(records)} answers written to {out}")
     return 0
 
 

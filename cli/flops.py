@@ -6,7 +6,8 @@
     uhd flops --memory --num-gpus 8    # parameter counts + ZeRO-2/3 memory per GPU on A100 40/80 GB
 
 A column is `model[:compressor]`; the default set is LLaVA-1.5, LLaVA-UHD (resampler), LLaVA-UHD (mlp)
-and OneVision AnyRes. The numbers come from components.model.flops (formula in its docstring).
+and OneVision AnyRes. The rows come from components.model.flops_tables, the numbers from
+components.model.flops (formula in its docstring); this module parses the arguments and prints.
 """
 
 from __future__ import annotations
@@ -14,21 +15,11 @@ from __future__ import annotations
 import argparse
 import json
 
-from components.compression import MLP
-from components.model.architectures import MODELS, closed_form_parameter_counts, get_model_spec
-from components.model.flops import (
-    ATTENTION_MODES,
-    LOGITS_MODES,
-    PAPER_TEXT_TOKENS,
-    VIT_LAYER_MODES,
-    flops_breakdown,
-    max_micro_batch,
-    paper_comparison,
-    training_memory_gb,
-)
+from components.model.architectures import MODELS, closed_form_parameter_counts
+from components.model.flops import ATTENTION_MODES, LOGITS_MODES, PAPER_TEXT_TOKENS, VIT_LAYER_MODES, paper_comparison
+from components.model.flops_tables import column_label, default_columns, flops_table, memory_rows, parse_column
 
 DEFAULT_SIZES = "336x336,672x672,672x1008,1008x672,1344x336,1024x768,1920x1080,4032x3024"
-ONEVISION = "llava-onevision-7b"
 
 
 def _parse_size(text: str) -> tuple[int, int]:
@@ -41,45 +32,8 @@ def _parse_size(text: str) -> tuple[int, int]:
     return w, h
 
 
-def _parse_column(text: str) -> tuple[str, str | None]:
-    name, _, compressor = text.partition(":")
-    get_model_spec(name)  # fail early on an unknown model
-    return name, compressor or None
-
-
-def default_columns(model: str) -> list[tuple[str, str | None]]:
-    """The LLaVA-1.5 baseline with the same LLM, `model`, `model` with the MLP, and OneVision."""
-    spec = get_model_spec(model)
-    baseline = next(
-        (m.name for m in MODELS.values() if m.strategy == "pad336" and m.llm.to_dict() == spec.llm.to_dict()),
-        None,
-    )
-    cols: list[tuple[str, str | None]] = []
-    if baseline and baseline != model:
-        cols.append((baseline, None))
-    cols.append((model, None))
-    if spec.compressor != MLP:
-        cols.append((model, MLP))
-    if model != ONEVISION:
-        cols.append((ONEVISION, None))
-    return cols
-
-
-def _label(name: str, compressor: str | None) -> str:
-    return f"{name}:{compressor}" if compressor else name
-
-
-def flops_table(sizes, columns, **options) -> list[dict]:
-    rows = []
-    for w, h in sizes:
-        for name, compressor in columns:
-            b = flops_breakdown(name, w, h, compressor=compressor, **options)
-            rows.append({**b.as_dict(), "size": f"{w}x{h}", "column": _label(name, compressor)})
-    return rows
-
-
 def _print_flops(rows, columns) -> None:
-    labels = [_label(*c) for c in columns]
+    labels = [column_label(*c) for c in columns]
     width = max(22, *(len(lab) for lab in labels))
     print("TFLOPs per image (tokens = visual tokens the LLM sees, ViT = vision-tower passes)")
     print(f"{'size':>10} " + " ".join(f"{lab:>{width}}" for lab in labels))
@@ -100,19 +54,6 @@ def _print_paper(options) -> None:
           f"logits={options['logits']}, vit_layers={options['vit_layers']})")
     for r in paper_comparison(**options):
         print(f"  {r['figure']:<42} paper {r['paper']:>7.2f}  ours {r['ours']:>7.2f}  {r['error'] * 100:+6.1f}%")
-
-
-def memory_rows(models, num_gpus, seq_len, micro_batch) -> list[dict]:
-    rows = []
-    for model in models:
-        for stage in ("pretrain", "finetune"):
-            for zero in (2, 3):
-                for offload in (False, True):
-                    r = training_memory_gb(model, stage, zero, num_gpus, micro_batch[stage], seq_len, offload)
-                    r["max_mb_40gb"] = max_micro_batch(model, stage, zero, num_gpus, 40.0, seq_len, offload)
-                    r["max_mb_80gb"] = max_micro_batch(model, stage, zero, num_gpus, 80.0, seq_len, offload)
-                    rows.append(r)
-    return rows
 
 
 def _print_memory(models, rows, num_gpus, seq_len) -> None:
@@ -160,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         sizes = [_parse_size(s) for s in args.sizes.split(",") if s.strip()]
-        columns = ([_parse_column(c.strip()) for c in args.columns.split(",") if c.strip()]
+        columns = ([parse_column(c.strip()) for c in args.columns.split(",") if c.strip()]
                    if args.columns else default_columns(args.model))
     except (argparse.ArgumentTypeError, ValueError) as err:
         print(f"uhd flops: {err}")

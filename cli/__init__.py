@@ -1,0 +1,1 @@
+"""The `uhd` console script and its sub-commands: parse arguments, call components/, print (cli/README.md)."""
