@@ -114,3 +114,11 @@ def test_the_library_imports_no_entry_point():
     offences = {str(p.relative_to(REPO)): sorted(imported_roots(p) & {"pipelines", "cli"})
                 for p in sorted((REPO / "components").rglob("*.py"))}
     assert {path: roots for path, roots in offences.items() if roots} == {}
+
+
+def test_tests_import_components_not_stage_modules():
+    """Stage modules are command lines (dvc.yaml runs `python -m pipelines.<stage>`): tests run them as commands
+    and import what they call from components/, so no logic a test needs can hide in a stage module."""
+    offences = {str(p.relative_to(REPO)) for p in sorted((REPO / "tests").rglob("*.py"))
+                if "pipelines" in imported_roots(p)}
+    assert offences == set()
