@@ -124,7 +124,8 @@ class ClusterConfig:
     address: str = ""
 
 
-ARCHITECTURES = ("tiny", "llava-uhd-7b", "llava-uhd-13b")  # tiny: components/model/tiny.py; else architectures.MODELS
+# tiny: model/tiny.py; smollm2-135m: model/build.py + model/smollm2.py; the others: model/architectures.py MODELS
+ARCHITECTURES = ("tiny", "smollm2-135m", "llava-uhd-7b", "llava-uhd-13b")
 
 
 @dataclass(frozen=True)
@@ -138,6 +139,8 @@ class ModelConfig:
     llm_weights: str = ""  # paper scale: e.g. lmsys/vicuna-13b-v1.5; "" = random init
     tokenizer: str = "llama"  # llama | gpt2 | smollm2
     tokenizer_dir: str = "assets/tokenizers/llama"
+    # instruction tuning's (and so answering's) conversation template; pretraining is always LLaVA's plain
+    conversation: str = "vicuna_v1"  # vicuna_v1 (LLaVA-1.5) | chat_template (the LLM's own)
     vision_hidden: int = 32  # tiny only
     vision_layers: int = 2
     llm_hidden: int = 64
@@ -148,6 +151,8 @@ class ModelConfig:
             raise ConfigError(f"model.architecture must be one of {list(ARCHITECTURES)}, got {self.architecture!r}")
         if self.tokenizer not in ("llama", "gpt2", "smollm2"):
             raise ConfigError(f"model.tokenizer must be llama, gpt2 or smollm2, got {self.tokenizer!r}")
+        if self.conversation not in ("vicuna_v1", "chat_template"):
+            raise ConfigError(f"model.conversation must be vicuna_v1 or chat_template, got {self.conversation!r}")
         if min(self.vision_hidden, self.vision_layers, self.llm_hidden, self.llm_layers) < 1:
             raise ConfigError("model: hidden sizes and layer counts must be >= 1")
 
@@ -166,7 +171,8 @@ class TrainStageConfig:
     max_length: int = 2048
     save_every: int = 0  # optimizer steps between checkpoints; 0 = only at the end
     limit: int = 0  # first N samples of the set; 0 = all
-    bf16: bool = False  # A100: true (the paper); CPU runs stay fp32
+    bf16: bool = False  # A100: true (the paper, DeepSpeed bf16)
+    autocast: str = "auto"  # CPU: bf16 autocast where the CPU has AMX/AVX512-BF16 (auto) | bf16 | off (fp32)
     gradient_checkpointing: bool = False  # paper: true (activations are most of the memory at seq 2048)
 
     def __post_init__(self):
@@ -176,6 +182,8 @@ class TrainStageConfig:
             raise ConfigError("train: global_batch must be a multiple of micro_batch")
         if self.lr <= 0 or self.weight_decay < 0 or not 0 <= self.warmup_ratio <= 1:
             raise ConfigError("train: lr must be > 0, weight_decay >= 0 and warmup_ratio in [0, 1]")
+        if self.autocast not in ("auto", "bf16", "off"):
+            raise ConfigError(f"train: autocast must be auto, bf16 or off, got {self.autocast!r}")
         if self.zero_stage not in (0, 1, 2, 3) or self.save_every < 0 or self.limit < 0:
             raise ConfigError("train: zero_stage must be 0-3, save_every and limit >= 0")
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from components.compression import effective_compressor, effective_spatial_schema
-from components.evaluation.suite import TEMPLATE, EvalPlan
+from components.evaluation.suite import EvalPlan, answer_template
 from components.tracking.mlflow_logging import sha256_file
 from components.tracking.registry import git_commit
 
@@ -38,7 +38,8 @@ def load_evaluated_model(model_dir: Path, pointer: dict, model_params):
 def provenance(pointer: dict, sha: str, model, data_source: str, plan: EvalPlan, eval_root: str) -> dict:
     cfg = model.config
     return {"model_uri": pointer.get("model_uri"), "model_sha256": sha, "mlflow_run_id": pointer.get("mlflow_run_id"),
-            "checkpoint_uri": pointer.get("checkpoint_uri"), "template": TEMPLATE, "batch_size": plan.batch_size,
+            "checkpoint_uri": pointer.get("checkpoint_uri"), "template": answer_template(model),
+            "batch_size": plan.batch_size,
             "decoding": plan.decoding, "num_beams_override": plan.num_beams, "max_new_tokens": plan.max_new_tokens,
             "pre_resize": plan.pre_resize, "slicing": {"strategy": cfg.strategy, "preset": cfg.preset},
             "compressor": effective_compressor(cfg.compressor, cfg.strategy),

@@ -20,7 +20,11 @@ from components.evaluation.compute import compute_report
 from components.evaluation.runner import predictions, run_benchmark
 from components.evaluation.variants import image_transform, preprocessing_config, preprocessing_hash
 
-TEMPLATE = "vicuna_v1"  # LLaVA-1.5's eval prompt (conv_vicuna_v1); the runner renders any conversation template
+
+def answer_template(model) -> str:
+    """The template the model was instruction-tuned with (LlavaUhdConfig.conversation; LLaVA-1.5's vicuna_v1 for
+    models saved before the field existed): questions are asked the way the model learned to answer them."""
+    return getattr(model.config, "conversation", "vicuna_v1")
 
 
 @dataclass(frozen=True)
@@ -51,7 +55,7 @@ def _answer(model, tokenizer, questions, answers_file: Path, plan: EvalPlan, mod
     """Answer every question into answers_file; returns questions per second of this call."""
     start = time.perf_counter()
     run_benchmark(model, tokenizer, questions, answers_file, batch_size=plan.batch_size,
-                  max_new_tokens=plan.max_new_tokens or None, model_id=model_id,
+                  max_new_tokens=plan.max_new_tokens or None, template=answer_template(model), model_id=model_id,
                   image_transform=image_transform(plan.pre_resize, extreme_aspect=extreme))
     return len(questions) / max(time.perf_counter() - start, 1e-9)
 
@@ -67,9 +71,9 @@ def _variant(model, tokenizer, name, questions, out_dir, eval_root, plan, model_
             "compute": compute_report(model, questions, plan.pre_resize, extreme)}
 
 
-def _decoding(questions, plan: EvalPlan, name: str) -> dict:
+def _decoding(model, questions, plan: EvalPlan, name: str) -> dict:
     q = questions[0]
-    return {"template": TEMPLATE, "do_sample": False, "num_beams": q.num_beams,
+    return {"template": answer_template(model), "do_sample": False, "num_beams": q.num_beams,
             "max_new_tokens": plan.max_new_tokens or q.max_new_tokens, "batch_size": plan.batch_size,
             "uhd_reference_num_beams": ADAPTERS[name].uhd_num_beams, "padding_side": "left"}
 
@@ -90,7 +94,7 @@ def run_suite(model, tokenizer, eval_root, out_dir, plan: EvalPlan, model_id: st
             continue
         log(f"[eval] {name}: {len(questions)} questions")
         result = _variant(model, tokenizer, name, questions, out_dir, eval_root, plan, model_id, extreme=False)
-        result["decoding"] = _decoding(questions, plan, name)
+        result["decoding"] = _decoding(model, questions, plan, name)
         if name in plan.extreme_aspect:
             result["extreme_aspect"] = _extreme_summary(
                 result, _variant(model, tokenizer, name, questions, out_dir, eval_root, plan, model_id, extreme=True))

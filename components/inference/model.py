@@ -66,11 +66,12 @@ def _item(item) -> tuple[Any, str]:
 class UhdModel:
     """`answer(image, question)` and `answer_batch([(image, question), ...])` over one model + tokenizer.
 
-    `template` is the conversation template the model was trained with (components.data.conversation.TEMPLATES).
+    `template` is the conversation template the model was trained with (components.data.conversation.TEMPLATES);
+    by default the one its config records (LlavaUhdConfig.conversation).
     """
 
-    def __init__(self, model, tokenizer, source: str = "", template: str = "vicuna_v1"):
-        self.template = template
+    def __init__(self, model, tokenizer, source: str = "", template: str | None = None):
+        self.template = template or getattr(model.config, "conversation", "vicuna_v1")
         self.model = model
         self.tokenizer = tokenizer
         self.source = source  # where it was loaded from, for messages and answers files

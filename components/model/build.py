@@ -5,7 +5,9 @@ tokenizer here, so a model is built in one order (hence from one seed, one set o
 
 `spec` is any object with the run's model attributes (`components.training.loop.TrainConfig` is one):
 
-    architecture            tiny | a components/model/architectures.py MODELS name (llava-uhd-7b, -13b, ...)
+    architecture            tiny | smollm2-135m (the embedded default: a random CLIP-architecture ViT of the tiny
+                            sizes + the real SmolLM2-135M-Instruct, components/model/smollm2.py) | a
+                            components/model/architectures.py MODELS name (llava-uhd-7b, -13b, ...)
     tokenizer, tokenizer_dir the tokenizer kind (llama | gpt2 | smollm2) and its offline asset directory
     compressor, strategy, preset, spatial_schema, tune_vision
     vision_hidden, vision_layers, llm_hidden, llm_layers      the tiny sizes (components/model/tiny.py)
@@ -28,8 +30,9 @@ from components.data.conversation import IMAGE_TOKEN
 
 from .architectures import get_model_spec
 from .modeling import LlavaUhdConfig, LlavaUhdForConditionalGeneration, separator_token_ids
-from .tiny import tiny_llava_uhd_config
+from .tiny import tiny_llava_uhd_config, tiny_vision_config
 
+SMOLLM2 = "smollm2-135m"  # the embedded default's architecture
 TOKENIZER_LOADERS = {"llama": tokenizers.load_llama_tokenizer, "gpt2": tokenizers.load_gpt2_tokenizer,
                      "smollm2": tokenizers.load_smollm2_tokenizer}
 
@@ -45,17 +48,34 @@ def model_config(spec, tokenizer) -> LlavaUhdConfig:
     """The LlavaUhdConfig of `spec.architecture`: tiny sizes, or a paper spec's CLIP + Vicuna configs (built in
     code, never fetched) with the vocabulary of `tokenizer` (Vicuna's 32000 + the <image> token)."""
     common = {"compressor": spec.compressor, "strategy": spec.strategy, "preset": spec.preset,
-              "spatial_schema": spec.spatial_schema}
+              "spatial_schema": spec.spatial_schema, "conversation": getattr(spec, "conversation", "vicuna_v1")}
     if spec.architecture == "tiny":
         config = tiny_config(tokenizer, vision_hidden=spec.vision_hidden, vision_layers=spec.vision_layers,
                              llm_hidden=spec.llm_hidden, llm_layers=spec.llm_layers, **common)
         config.tune_vision = spec.tune_vision
         return config
     image_id, separators = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN), separator_token_ids(tokenizer)
+    if spec.architecture == SMOLLM2:
+        return smollm2_config(spec, tokenizer, image_id, separators, common)
     paper = get_model_spec(spec.architecture)
     text = paper.llm.to_dict() | {"vocab_size": len(tokenizer)}
     return LlavaUhdConfig(vision_config=paper.vision.to_dict(), text_config=text, **common,
                           vision_feature_layer=paper.vision_feature_layer, tune_vision=spec.tune_vision,
+                          image_token_id=image_id, slice_separator_id=separators[0], row_separator_id=separators[1],
+                          tie_word_embeddings=False)
+
+
+def smollm2_config(spec, tokenizer, image_id: int, separators: tuple[int, int], common: dict) -> LlavaUhdConfig:
+    """The embedded default: the real geometry of the tiny ViT (random CLIP architecture, 336 px, patch 14) at
+    `vision_hidden` x `vision_layers`, and SmolLM2-135M-Instruct's own config (+ the `<image>` token)."""
+    from transformers import AutoConfig
+
+    from .smollm2 import ensure_converted
+
+    text = AutoConfig.from_pretrained(str(ensure_converted())).to_dict() | {"vocab_size": len(tokenizer)}
+    vision = tiny_vision_config(spec.strategy, hidden=spec.vision_hidden, layers=spec.vision_layers)
+    return LlavaUhdConfig(vision_config=vision.to_dict(), text_config=text, **common,
+                          vision_feature_layer=-2 if spec.strategy != "anyres" else -1, tune_vision=spec.tune_vision,
                           image_token_id=image_id, slice_separator_id=separators[0], row_separator_id=separators[1],
                           tie_word_embeddings=False)
 
@@ -76,7 +96,7 @@ def tiny_model(tokenizer, seed: int = 0, **options) -> LlavaUhdForConditionalGen
 
 def load_pretrained_weights(model: LlavaUhdForConditionalGeneration, spec, vocab_size: int) -> None:
     """Paper scale: the released CLIP and Vicuna weights (safetensors only: no pickles from outside)."""
-    from transformers import AutoModelForCausalLM, CLIPVisionModel
+    from transformers import CLIPVisionModel
 
     if spec.vision_weights:
         tower = model.vision_tower.model
@@ -88,9 +108,17 @@ def load_pretrained_weights(model: LlavaUhdForConditionalGeneration, spec, vocab
         if missing or extra:
             raise ValueError(f"{spec.vision_weights} does not fit the tower: missing {missing}, unexpected {extra}")
     if spec.llm_weights:
-        llm = AutoModelForCausalLM.from_pretrained(spec.llm_weights, use_safetensors=True)
-        llm.resize_token_embeddings(vocab_size)  # + <image>
-        model.language_model = llm
+        load_llm_weights(model, spec.llm_weights, vocab_size)
+
+
+def load_llm_weights(model: LlavaUhdForConditionalGeneration, source: str | Path, vocab_size: int) -> None:
+    """A pretrained causal LM (safetensors directory or hub id) as the model's language model, its vocabulary
+    grown by the rows the tokenizer added (`<image>`); the new rows get the mean embedding (HF's default)."""
+    from transformers import AutoModelForCausalLM
+
+    llm = AutoModelForCausalLM.from_pretrained(str(source), use_safetensors=True, dtype=torch.float32)
+    llm.resize_token_embeddings(vocab_size)
+    model.language_model = llm
 
 
 def build_model(spec, tokenizer) -> LlavaUhdForConditionalGeneration:
@@ -103,6 +131,10 @@ def build_model(spec, tokenizer) -> LlavaUhdForConditionalGeneration:
 
         state = load_file(str(Path(spec.init_from) / "model.safetensors"))
         model.load_state_dict(state, strict=True)  # a different compressor or size is an error, not a warning
+    elif spec.architecture == SMOLLM2:
+        from .smollm2 import ensure_converted
+
+        load_llm_weights(model, ensure_converted(), len(tokenizer))
     elif spec.architecture != "tiny":
         load_pretrained_weights(model, spec, len(tokenizer))
     return model

@@ -32,6 +32,7 @@ from transformers.configuration_utils import SubConfigSpec
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from components.compression import RESAMPLER, check_compressor, effective_compressor
+from components.data.conversation import IGNORE_INDEX
 from components.slicing.anyres import VIDEO_POOL_STRIDE, AnyresLayout, get_anyres_preset, video_num_tokens
 from components.slicing.layout import ROW_SEPARATOR, SLICE_SEPARATOR, Layout
 from components.slicing.strategies import check_strategy, plan_layout
@@ -70,6 +71,9 @@ class LlavaUhdConfig(PreTrainedConfig):
     preset: str = "uhd-arxiv"
     vision_feature_layer: int = -2
     tune_vision: bool = False
+    # The conversation template of instruction tuning, hence of answering (evaluation, inference): vicuna_v1
+    # (LLaVA-1.5's text format) | chat_template (the LLM's own, e.g. SmolLM2-Instruct's ChatML). Pretraining is plain.
+    conversation: str = "vicuna_v1"
     image_token_id: int = 32000
     slice_separator_id: int | None = None
     row_separator_id: int | None = None
@@ -237,7 +241,10 @@ class LlavaUhdForConditionalGeneration(LlavaUhdPreTrainedModel, GenerationMixin)
     # -- the LMM --------------------------------------------------------------------------------------
     def forward(self, input_ids=None, pixel_values=None, image_sizes=None, attention_mask=None, position_ids=None,
                 past_key_values=None, inputs_embeds=None, labels=None, use_cache=None, logits_to_keep=0,
-                visual_kinds=None, **kwargs):
+                visual_kinds=None, logits_at_labels=False, **kwargs):
+        """The LMM forward. `logits_at_labels=True` (training): the vocabulary projection runs only where a label
+        is supervised (the next token of a non -100 position), which is where the loss reads it; the loss equals
+        the full-logits one (mean token cross-entropy, fp32 logits) and `logits` holds only those rows."""
         if inputs_embeds is None:
             image_mask = input_ids == self.config.image_token_id
             inputs_embeds = self.get_input_embeddings()(input_ids.masked_fill(image_mask, 0))
@@ -248,11 +255,26 @@ class LlavaUhdForConditionalGeneration(LlavaUhdPreTrainedModel, GenerationMixin)
                 inputs_embeds = inputs_embeds.masked_scatter(image_mask[..., None], flat)
             elif image_mask.any() and (past_key_values is None or past_key_values.get_seq_length() == 0):
                 raise ValueError("input_ids hold image placeholders but no pixel_values were given")
+        if labels is not None and logits_at_labels:
+            return self._loss_at_labels(inputs_embeds, attention_mask, position_ids, labels, **kwargs)
         output = self.language_model(inputs_embeds=inputs_embeds, attention_mask=attention_mask,
                                      position_ids=position_ids, past_key_values=past_key_values, labels=labels,
                                      use_cache=use_cache, logits_to_keep=logits_to_keep, **kwargs)
         return CausalLMOutputWithPast(loss=output.loss, logits=output.logits, past_key_values=output.past_key_values,
                                       hidden_states=output.hidden_states, attentions=output.attentions)
+
+    def _loss_at_labels(self, inputs_embeds, attention_mask, position_ids, labels, **kwargs):
+        """LLaVA's shifted causal-LM loss with logits for the supervised positions only: with ~500 visual and
+        prompt tokens per sample and a few answer tokens, the 49K-wide (or 32K) projection of every position
+        is most of a small LLM's step, and none of it reaches the loss."""
+        hidden = self.language_model.get_decoder()(inputs_embeds=inputs_embeds, attention_mask=attention_mask,
+                                                   position_ids=position_ids, use_cache=False, **kwargs)
+        targets = labels[:, 1:]
+        supervised = targets != IGNORE_INDEX
+        rows = hidden.last_hidden_state[:, :-1][supervised]
+        logits = self.language_model.get_output_embeddings()(rows).float()
+        loss = F.cross_entropy(logits, targets[supervised]) if rows.shape[0] else logits.sum() * 0.0
+        return CausalLMOutputWithPast(loss=loss, logits=logits)
 
 
 def _sizes(image_sizes) -> list[tuple[int, int]]:

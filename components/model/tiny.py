@@ -30,7 +30,8 @@ def tiny_text_config(vocab_size: int, hidden: int = 64, layers: int = 2, tie: bo
 def tiny_llava_uhd_config(vocab_size: int, image_token_id: int, separator_ids: tuple[int, int],
                           compressor: str = RESAMPLER, strategy: str = "uhd", preset: str = "uhd-arxiv",
                           spatial_schema: bool = True, tie: bool = False, vision_hidden: int = 32,
-                          vision_layers: int = 2, llm_hidden: int = 64, llm_layers: int = 2) -> LlavaUhdConfig:
+                          vision_layers: int = 2, llm_hidden: int = 64, llm_layers: int = 2,
+                          conversation: str = "vicuna_v1") -> LlavaUhdConfig:
     text = tiny_text_config(vocab_size, hidden=llm_hidden, layers=llm_layers, tie=tie)
     return LlavaUhdConfig(
         vision_config=tiny_vision_config(strategy, hidden=vision_hidden, layers=vision_layers).to_dict(),
@@ -46,4 +47,5 @@ def tiny_llava_uhd_config(vocab_size: int, image_token_id: int, separator_ids: t
         slice_separator_id=separator_ids[0],
         row_separator_id=separator_ids[1],
         tie_word_embeddings=tie,
+        conversation=conversation,
     )

@@ -28,6 +28,7 @@ from components.model.build import build_model, load_tokenizer
 from . import deepspeed_config
 from .collate import Collate
 from .dataset import TrainingSet
+from .precision import autocast_context, use_cpu_autocast
 from .sampler import LengthGroupedBatchSampler
 from .throughput import Throughput
 
@@ -39,10 +40,10 @@ TRAINABLE = {"pretrain": ("compressor", "image_newline"), "finetune": ("compress
 _PARAMS = Params()
 _MODEL, _RECIPE = _PARAMS.model, _PARAMS.train.pretrain
 # Fields with the same name and meaning in TrainConfig and the params blocks, copied as they are.
-MODEL_FIELDS = ("architecture", "vision_weights", "llm_weights", "tokenizer", "vision_hidden", "vision_layers",
-                "llm_hidden", "llm_layers")
+MODEL_FIELDS = ("architecture", "vision_weights", "llm_weights", "tokenizer", "conversation", "vision_hidden",
+                "vision_layers", "llm_hidden", "llm_layers")
 RECIPE_FIELDS = ("max_length", "steps", "global_batch", "micro_batch", "zero_stage", "lr", "weight_decay", "bf16",
-                 "warmup_ratio", "save_every", "gradient_checkpointing")
+                 "autocast", "warmup_ratio", "save_every", "gradient_checkpointing")
 
 
 @dataclass
@@ -55,7 +56,8 @@ class TrainConfig:
     source: str = _PARAMS.data.source
     tokenizer: str = _MODEL.tokenizer  # llama | gpt2 | smollm2, loaded offline from tokenizer_dir
     tokenizer_dir: str = _MODEL.tokenizer_dir
-    template: str | None = None  # default: plain (pretrain), vicuna_v1 (finetune)
+    template: str | None = None  # default: plain (pretrain), `conversation` (finetune)
+    conversation: str = _MODEL.conversation  # the instruction template, recorded in the model for answering
     end_of_turn: str | None = None
     compressor: str = _PARAMS.compressor
     strategy: str = _PARAMS.slicing.strategy
@@ -71,6 +73,7 @@ class TrainConfig:
     weight_decay: float = _RECIPE.weight_decay
     grad_clip: float = 1.0
     bf16: bool | str = _RECIPE.bf16
+    autocast: str = _RECIPE.autocast  # CPU bf16 autocast: auto (where the CPU has AMX/AVX512-BF16) | bf16 | off
     warmup_ratio: float = _RECIPE.warmup_ratio
     seed: int = 0
     num_workers: int = 0
@@ -123,6 +126,11 @@ class TrainHooks:
 def trainable_modules(stage: str, tune_vision: bool) -> tuple[str, ...]:
     """Top-level modules a stage updates: pretrain the compressor, finetune also the LLM (and the ViT if asked)."""
     return TRAINABLE[stage] + (("vision_tower",) if tune_vision and stage == "finetune" else ())
+
+
+def stage_template(cfg: TrainConfig) -> str:
+    """LLaVA's recipe: pretraining captions in the plain format, instruction tuning in the model's conversation."""
+    return cfg.template or ("plain" if cfg.stage == "pretrain" else cfg.conversation)
 
 
 def build_stage_model(cfg: TrainConfig, tokenizer):
@@ -192,7 +200,7 @@ def train(cfg: TrainConfig, hooks: TrainHooks | None = None) -> dict:
     tokenizer = load_tokenizer(cfg.tokenizer, cfg.tokenizer_dir)
     model = build_stage_model(cfg, tokenizer)
     dataset = TrainingSet(cfg.validated_dir, cfg.layouts_path, cfg.raw_root, cfg.stage, tokenizer, model.config,
-                          source=cfg.source, template=cfg.template, max_length=cfg.max_length,
+                          source=cfg.source, template=stage_template(cfg), max_length=cfg.max_length,
                           end_of_turn=cfg.end_of_turn, limit=cfg.limit)
     ds_config = deepspeed_config.build(cfg.zero_stage, cfg.global_batch, cfg.micro_batch, world_size, cfg.lr,
                                        cfg.weight_decay, cfg.grad_clip, cfg.bf16, cfg.warmup_ratio, cfg.steps)
@@ -214,6 +222,7 @@ def train(cfg: TrainConfig, hooks: TrainHooks | None = None) -> dict:
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
     batches = _batches(dataset, sampler, Collate(pad), cfg.num_workers)
     dtype = next(engine.module.parameters()).dtype
+    autocast = use_cpu_autocast(cfg.autocast, torch.device(engine.device))
     losses, lrs, saved, meter = [], [], [], Throughput(engine.module, engine.device)
     stop = cfg.steps if cfg.stop_after is None else min(cfg.steps, cfg.stop_after)
     engine.train()
@@ -223,7 +232,8 @@ def train(cfg: TrainConfig, hooks: TrainHooks | None = None) -> dict:
         for _ in range(accumulation):
             batch, sampler_state = next(batches)
             meter.add(batch)
-            loss = engine(**_to_device(batch, engine.device, dtype)).loss
+            with autocast_context(autocast):  # logits only where labels are: the loss reads nothing else
+                loss = engine(**_to_device(batch, engine.device, dtype), logits_at_labels=True).loss
             engine.backward(loss)
             engine.step()
             micro_losses.append(float(loss.detach()))
@@ -240,6 +250,6 @@ def train(cfg: TrainConfig, hooks: TrainHooks | None = None) -> dict:
                 saved.append(f"step{step}")
     rates = meter.snapshot()
     return {"losses": losses, "lrs": lrs, "steps": step, "checkpoints": saved, "resumed_from": resumed_from,
-            "gradient_accumulation": accumulation, "bf16": ds_config["bf16"]["enabled"],
+            "gradient_accumulation": accumulation, "bf16": ds_config["bf16"]["enabled"], "cpu_bf16_autocast": autocast,
             "seconds": time.perf_counter() - meter.t0, **rates, "data": dataset.stats(),
             "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad)}
