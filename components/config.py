@@ -130,18 +130,19 @@ ARCHITECTURES = ("tiny", "smollm2-135m", "llava-uhd-7b", "llava-uhd-13b")
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """The model the training stages build. `tiny` (the embedded default) uses the sizes below with random init;
-    a paper architecture takes CLIP ViT-L/14-336 + Vicuna from components/model/architectures.py and loads
+    """The model the training stages build. `smollm2-135m` (the embedded default) is a random CLIP-architecture ViT
+    of the sizes below + the real SmolLM2-135M-Instruct (components/model/smollm2.py); `tiny` (tests, the smoke
+    profile) is random at the sizes below; a paper architecture takes CLIP ViT-L/14-336 + Vicuna from components/model/architectures.py and loads
     `vision_weights` / `llm_weights` (a local save_pretrained dir or a hub id, safetensors only) on each worker."""
 
-    architecture: str = "tiny"  # tiny | llava-uhd-7b | llava-uhd-13b
+    architecture: str = "smollm2-135m"  # smollm2-135m | tiny | llava-uhd-7b | llava-uhd-13b
     vision_weights: str = ""  # paper scale: e.g. openai/clip-vit-large-patch14-336; "" = random init
     llm_weights: str = ""  # paper scale: e.g. lmsys/vicuna-13b-v1.5; "" = random init
-    tokenizer: str = "llama"  # llama | gpt2 | smollm2
-    tokenizer_dir: str = "assets/tokenizers/llama"
+    tokenizer: str = "smollm2"  # llama | gpt2 | smollm2
+    tokenizer_dir: str = "assets/tokenizers/smollm2"
     # instruction tuning's (and so answering's) conversation template; pretraining is always LLaVA's plain
-    conversation: str = "vicuna_v1"  # vicuna_v1 (LLaVA-1.5) | chat_template (the LLM's own)
-    vision_hidden: int = 32  # tiny only
+    conversation: str = "chat_template"  # vicuna_v1 (LLaVA-1.5) | chat_template (the LLM's own)
+    vision_hidden: int = 64  # the ViT of tiny and smollm2-135m
     vision_layers: int = 2
     llm_hidden: int = 64
     llm_layers: int = 2
@@ -161,7 +162,7 @@ class ModelConfig:
 class TrainStageConfig:
     """One training stage (components/training/loop.py TrainConfig)."""
 
-    steps: int = 8
+    steps: int = 30
     global_batch: int = 4
     micro_batch: int = 2
     lr: float = 1e-3
@@ -194,17 +195,20 @@ class RayTrainConfig:
     max_failures: int = 1  # worker-group restarts from the latest checkpoint
     storage_path: str = "ray_results"  # shared storage on a cluster (every worker and the job driver see it)
     use_gpu: bool = False  # one GPU per worker (NCCL) instead of CPU workers (gloo)
+    # CPU workers: torch threads each; 0 = the node's cores / the workers on that node (Ray and `make` set
+    # OMP_NUM_THREADS=1, which would leave a single training process on one core of two)
+    threads_per_worker: int = 0
 
     def __post_init__(self):
-        if self.num_workers < 1 or self.max_failures < 0:
-            raise ConfigError("train.ray: num_workers must be >= 1 and max_failures >= 0")
+        if self.num_workers < 1 or self.max_failures < 0 or self.threads_per_worker < 0:
+            raise ConfigError("train.ray: num_workers must be >= 1, max_failures and threads_per_worker >= 0")
 
 
 @dataclass(frozen=True)
 class TrainConfigs:
     pretrain: TrainStageConfig = field(default_factory=TrainStageConfig)
     # The embedded profile's rate (params.yaml); the paper's 2e-5 is in params/paper-*.yaml.
-    finetune: TrainStageConfig = field(default_factory=lambda: TrainStageConfig(lr=2e-4))
+    finetune: TrainStageConfig = field(default_factory=lambda: TrainStageConfig(lr=1e-4))
     ray: RayTrainConfig = field(default_factory=RayTrainConfig)
     tune_vision: bool = False  # also train the ViT in finetune (paper Table 4; the authors: "we do not train the ViTs")
 

@@ -64,3 +64,9 @@ def tiny(gpt2_tokenizer):
     from components.model.build import tiny_model
 
     return tiny_model(gpt2_tokenizer).eval(), gpt2_tokenizer
+
+
+# The random debug-size model of the tests (and of params/smoke.yaml): the embedded default (SmolLM2-135M) is too
+# big for unit tests, so tests that build a model through a TrainConfig name these fields.
+TINY_MODEL = {"architecture": "tiny", "tokenizer": "llama", "tokenizer_dir": str(REPO / "assets/tokenizers/llama"),
+              "conversation": "vicuna_v1", "vision_hidden": 32}

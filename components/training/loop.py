@@ -77,6 +77,7 @@ class TrainConfig:
     warmup_ratio: float = _RECIPE.warmup_ratio
     seed: int = 0
     num_workers: int = 0
+    threads: int = _PARAMS.train.ray.threads_per_worker  # torch CPU threads; 0 = node cores / local workers
     save_every: int = _RECIPE.save_every  # optimizer steps between checkpoints; 0 = only at the end
     resume: bool = False
     stop_after: int | None = None  # simulate a crash: return after this many steps (the schedule keeps `steps`)
@@ -108,6 +109,7 @@ class TrainConfig:
             tokenizer_dir=absolute(params.model.tokenizer_dir), compressor=params.compressor,
             strategy=params.slicing.strategy, preset=params.slicing.active_preset,
             spatial_schema=params.spatial_schema, limit=recipe.limit or None, tune_vision=params.train.tune_vision,
+            threads=params.train.ray.threads_per_worker,
             **{name: getattr(params.model, name) for name in MODEL_FIELDS},
             **{name: getattr(recipe, name) for name in RECIPE_FIELDS})
 
@@ -156,6 +158,16 @@ def _dist_env() -> None:
             os.environ["MASTER_PORT"] = str(probe.getsockname()[1])
 
 
+def _set_cpu_threads(requested: int) -> None:
+    """CPU training: `requested` torch threads, or this node's cores shared by its workers. Ray and the Makefile
+    set OMP_NUM_THREADS=1 (right for parallel tests and data workers), which would leave one training process on
+    a single core of two; the ~2x of the second core is measured in benchmarks/train_throughput.py."""
+    if torch.cuda.is_available():
+        return
+    local_workers = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    torch.set_num_threads(requested or max(1, (os.cpu_count() or 1) // local_workers))
+
+
 def _rng_state() -> dict:
     return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
 
@@ -197,6 +209,7 @@ def train(cfg: TrainConfig, hooks: TrainHooks | None = None) -> dict:
     if get_accelerator().device_name() == "cpu":  # skip the shm all-reduce JIT build (stack.md §3)
         deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
     world_size, rank = int(os.environ["WORLD_SIZE"]), int(os.environ["RANK"])
+    _set_cpu_threads(cfg.threads)
     tokenizer = load_tokenizer(cfg.tokenizer, cfg.tokenizer_dir)
     model = build_stage_model(cfg, tokenizer)
     dataset = TrainingSet(cfg.validated_dir, cfg.layouts_path, cfg.raw_root, cfg.stage, tokenizer, model.config,
@@ -239,6 +252,9 @@ def train(cfg: TrainConfig, hooks: TrainHooks | None = None) -> dict:
             micro_losses.append(float(loss.detach()))
         step += 1
         losses.append(sum(micro_losses) / len(micro_losses))
+        if rank == 0:  # one line a step: minutes-long CPU stages must show that they move
+            print(f"[{cfg.stage}] step {step}/{cfg.steps} loss {losses[-1]:.4f} lr {lrs[-1]:.2e} "
+                  f"{time.perf_counter() - meter.t0:.0f} s", flush=True)
         if hooks.on_step is not None:
             hooks.on_step(step, {"loss": losses[-1], "lr": lrs[-1], **meter.snapshot()})
         if (cfg.save_every and step % cfg.save_every == 0) or step == cfg.steps:

@@ -17,8 +17,8 @@ import yaml
 
 pytestmark = pytest.mark.slow
 
-COPY = ["components", "pipelines", "params.yaml", "dvc.yaml", ".dvcignore", ".gitignore", "pyproject.toml",
-        "assets/tokenizers/llama"]
+COPY = ["components", "pipelines", "params", "dvc.yaml", ".dvcignore", ".gitignore", "pyproject.toml",
+        "assets/tokenizers"]
 TRAINING = ("pretrain", "finetune")
 DATA = ("download", "validate", "layouts")
 AFTER_TRAINING = (*TRAINING, "evaluate", "register")
@@ -37,7 +37,8 @@ def project(repo_root, tmp_path):
         (shutil.copytree if src.is_dir() else shutil.copy)(src, tmp_path / name)
     for cache in tmp_path.rglob("__pycache__"):
         shutil.rmtree(cache)
-    params = yaml.safe_load((tmp_path / "params.yaml").read_text())
+    # the smoke profile: the whole DAG with the random tiny model (the default's SmolLM2 takes minutes a stage)
+    params = yaml.safe_load((tmp_path / "params/smoke.yaml").read_text())
     params["data"]["synthetic"] = {"train_scenes": 4, "eval_scenes": 2, "easy_vqa_images": 2, "fine_line_scenes": 0}
     for stage in TRAINING:  # the tiniest run: 2 optimizer steps of one micro-batch of 2
         params["train"][stage].update(steps=2, global_batch=2, micro_batch=2)

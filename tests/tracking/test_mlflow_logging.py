@@ -13,6 +13,7 @@ from components.inference.pyfunc import log_pyfunc_model
 from components.model.build import build_model, load_tokenizer
 from components.tracking import mlflow_logging as ml
 from components.training.loop import TrainConfig
+from tests.conftest import TINY_MODEL
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
@@ -20,7 +21,7 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory, repo_root):
     out = tmp_path_factory.mktemp("export")
-    cfg = TrainConfig("v", "l", "r", str(out), tokenizer_dir=str(repo_root / "assets/tokenizers/llama"))
+    cfg = TrainConfig("v", "l", "r", str(out), **TINY_MODEL)
     tok = load_tokenizer(cfg.tokenizer, cfg.tokenizer_dir)
     model = build_model(cfg, tok)
     model.save_pretrained(out / "model")

@@ -13,6 +13,7 @@ from components.slicing.layout import visual_token_count
 from components.training.collate import Collate
 from components.training.dataset import TrainingSet
 from components.training.loop import TrainConfig
+from tests.conftest import TINY_MODEL
 
 
 @pytest.fixture(scope="session")
@@ -36,8 +37,7 @@ def tiny_data(tmp_path_factory, repo_root):
 
 @pytest.fixture(scope="module")
 def parts(tiny_data):
-    cfg = TrainConfig(tiny_data.validated, tiny_data.layouts, tiny_data.raw, "unused",
-                      tokenizer_dir=tiny_data.tokenizer_dir)
+    cfg = TrainConfig(tiny_data.validated, tiny_data.layouts, tiny_data.raw, "unused", **TINY_MODEL)
     tok = load_tokenizer(cfg.tokenizer, cfg.tokenizer_dir)
     return tok, build_model(cfg, tok)
 

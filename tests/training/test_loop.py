@@ -9,13 +9,14 @@ import torch
 
 from components.model.build import build_model, load_tokenizer
 from components.training.loop import TrainConfig, build_stage_model, train
+from tests.conftest import TINY_MODEL
 from tests.training.test_dataset import tiny_data  # noqa: F401  (session fixture)
 
 os.environ.setdefault("DS_ACCELERATOR", "cpu")
 
 
 def config(data, out, **kw):
-    base = dict(stage="finetune", tokenizer_dir=data.tokenizer_dir, steps=8, global_batch=4, micro_batch=2,
+    base = dict(TINY_MODEL, stage="finetune", tokenizer_dir=data.tokenizer_dir, steps=8, global_batch=4, micro_batch=2,
                 lr=3e-3, warmup_ratio=0.0, save_every=4, zero_stage=2, bf16=False)
     return TrainConfig(data.validated, data.layouts, data.raw, str(out), **{**base, **kw})
 

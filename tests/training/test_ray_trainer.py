@@ -9,6 +9,7 @@ import pytest
 
 from components.training.loop import TrainConfig
 from components.training.ray_trainer import FAIL_FLAG_ENV, RaySettings, fit, read_steps
+from tests.conftest import TINY_MODEL
 from tests.training.test_dataset import tiny_data  # noqa: F401  (session fixture)
 
 pytestmark = pytest.mark.slow
@@ -29,7 +30,7 @@ def local_ray():
 
 
 def config(data, out, **kw):
-    base = dict(stage="finetune", tokenizer_dir=data.tokenizer_dir, steps=4, global_batch=4, micro_batch=2,
+    base = dict(TINY_MODEL, stage="finetune", tokenizer_dir=data.tokenizer_dir, steps=4, global_batch=4, micro_batch=2,
                 lr=3e-3, warmup_ratio=0.0, save_every=2, zero_stage=2, bf16=False)
     return TrainConfig(data.validated, data.layouts, data.raw, str(out), **{**base, **kw})
 
