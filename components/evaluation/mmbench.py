@@ -121,6 +121,12 @@ def _row_letter(row: Mapping[str, Any]) -> tuple[str | bool, str | bool]:
     return False, extract_mcq_answer(pred, list(choices)) or False
 
 
+def mmbench_answer_letter(row: Mapping[str, Any]) -> str | bool:
+    """The option letter CircularEval reads from ``row["prediction"]`` (``can_infer``, then the static fallback);
+    False when neither settles one: the answer is unparseable."""
+    return _row_letter(row)[1]
+
+
 def _l2(row: Mapping[str, Any]) -> Any:
     for key in ("l2-category", "L2-category", "l2_category"):
         if key in row:
@@ -187,3 +193,19 @@ def mmbench_circular(rows: Sequence[Mapping[str, Any]]) -> dict:
         "per_question_hit": hits,
         "single_pass_acc_main_copies": sum(single) / len(single),
     }
+
+
+def mmbench_circular_chance(rows: Sequence[Mapping[str, Any]]) -> float:
+    """Expected ``overall_acc`` of :func:`mmbench_circular` for a uniform random letter on every row.
+
+    ``rows``: ``index`` (as in :func:`mmbench_circular`) and ``options`` (how many options that pass offers). A main
+    question is a hit only if every one of its passes is, so its chance is the product of 1/options over its
+    passes; the mean runs over main questions, as ``overall_acc`` does. Raises ValueError when there is no main row.
+    """
+    passes: dict[int, list[int]] = defaultdict(list)
+    for r in rows:
+        passes[int(r["index"]) % _CIRCULAR].append(int(r["options"]))
+    main = [int(r["index"]) for r in rows if int(r["index"]) < _CIRCULAR]
+    if not main:
+        raise ValueError("mmbench_circular_chance: no main rows (index < 1e6)")
+    return sum(math.prod(1 / n for n in passes[q]) for q in main) / len(main)

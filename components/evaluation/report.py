@@ -2,12 +2,16 @@
 
 metrics.json (the contract the register stage reads)::
 
-    {"headline": {benchmark: score}, "benchmarks": {benchmark: {scalar metrics}},
+    {"headline": {benchmark: score},
+     "benchmarks": {benchmark: {scalar metrics, "unparseable_share", "baseline", "baseline_margin", "beats_baseline"}},
      "extreme_aspect": {benchmark: {"score", "drop"}}, "compute": {benchmark: {visual tokens, TFLOPs}},
      "questions_per_s": {benchmark: q/s}, "skipped": {benchmark: reason}, "submissions": {benchmark: path}}
 
 Headline scores are percentages (0-100) except MME (perception total, 0-2000); higher is better everywhere.
 Server-scored benchmarks (VQAv2, VizWiz) have no headline: their upload file is listed under ``submissions``.
+``unparseable_share`` (0-1) is the fraction of answers the benchmark's scorer could not map to an answer;
+``baseline`` is the trivial baseline's headline (each adapter's ``baseline`` says which rule and why; the rule is in
+results.md and provenance.json), ``beats_baseline`` whether the headline is strictly above it.
 """
 
 from __future__ import annotations
@@ -41,12 +45,22 @@ def _scalars(scores: dict) -> dict:
     return {k: round(v, 4) for k, v in scores.items() if isinstance(v, int | float) and not isinstance(v, bool)}
 
 
+def _against_baseline(result: dict) -> dict:
+    """The headline beside the trivial baseline: ``baseline``, ``baseline_margin`` and ``beats_baseline`` (strictly
+    above: a model that only matches always-yes has learnt nothing); empty when either number is absent."""
+    headline, baseline = result["scores"].get("headline"), result.get("baseline")
+    if headline is None or baseline is None:
+        return {}
+    return {"baseline": round(baseline["score"], 4), "baseline_margin": round(headline - baseline["score"], 4),
+            "beats_baseline": headline > baseline["score"]}
+
+
 def build_metrics(suite: dict) -> dict:
     results = suite["benchmarks"]
     metrics = {
         "headline": {n: round(r["scores"]["headline"], 3) for n, r in results.items()
                      if r["scores"].get("headline") is not None},
-        "benchmarks": {n: _scalars(r["scores"]) for n, r in results.items()},
+        "benchmarks": {n: {**_scalars(r["scores"]), **_against_baseline(r)} for n, r in results.items()},
         "extreme_aspect": {n: {"score": r["extreme_aspect"]["headline"], "drop": r["extreme_aspect"]["drop"]}
                            for n, r in results.items() if "extreme_aspect" in r},
         "compute": {n: {"visual_tokens_mean": (r["compute"]["visual_tokens"] or {}).get("mean"),
@@ -66,8 +80,35 @@ def _cell(value) -> str:
     return f"{value:.1f}"
 
 
-def markdown_table(metrics: dict, label: str = "this run") -> str:
-    """Our headline scores beside the paper's (eval.md §4), then the extreme-aspect and compute tables."""
+def _margin(value: float) -> str:
+    return f"{value:+.1f}"
+
+
+def baseline_table(metrics: dict, rules: dict[str, str] | None = None) -> list[str]:
+    """Each scored benchmark's headline beside its trivial baseline, the margin and the unparseable share, then
+    which benchmarks are above their baseline. ``rules``: {benchmark: what the trivial model answers}."""
+    rules = rules or {}
+    compared = {n: b for n, b in metrics["benchmarks"].items() if "baseline" in b}
+    if not compared:
+        return []
+    lines = ["| benchmark | score | trivial baseline | margin | unparseable answers | baseline rule |",
+             "|---|---|---|---|---|---|"]
+    for name, b in compared.items():
+        lines.append(f"| {name} | {_cell(metrics['headline'][name])} | {_cell(b['baseline'])} | "
+                     f"{_margin(b['baseline_margin'])} | {b.get('unparseable_share', 0.0):.0%} | "
+                     f"{rules.get(name, '')} |")
+    above = [n for n, b in compared.items() if b["beats_baseline"]]
+    below = [n for n in compared if n not in above]
+    lines += ["", f"Above their trivial baseline: {len(above)} of {len(compared)} "
+              f"({', '.join(above) or 'none'}); not above: {', '.join(below) or 'none'}. Unparseable: answers the "
+              "benchmark's scorer could not map to an answer (POPE: neither yes nor no, which LLaVA's rule scores as "
+              "yes; MME: neither; ScienceQA/MMBench: no option letter; TextVQA/GQA: empty)."]
+    return lines
+
+
+def markdown_table(metrics: dict, label: str = "this run", rules: dict[str, str] | None = None) -> str:
+    """Our headline scores beside the paper's (eval.md §4), then each against its trivial baseline, then the
+    extreme-aspect and compute tables. ``rules``: the baselines' rules, {benchmark: text}."""
     head = "| model | " + " | ".join(title for _, title in COLUMNS) + " |"
     rule = "|---|" + "---|" * len(COLUMNS)
     ours = [metrics["headline"].get(key) for key, _ in COLUMNS]
@@ -80,6 +121,9 @@ def markdown_table(metrics: dict, label: str = "this run") -> str:
     lines += ["", "Headline metrics: VQA-style accuracy (%), POPE mean F1 over 3 splits (%), MME perception total, "
               "MMBench CircularEval accuracy (%). `skipped`: files absent (reasons below); `server`: a submission "
               "file for the evaluation server was written."]
+    against = baseline_table(metrics, rules)
+    if against:
+        lines += [""] + against
     if metrics.get("extreme_aspect"):
         lines += ["", "| benchmark | score | extreme-aspect score | drop | paper drop LLaVA-1.5 / UHD (Table 3) |",
                   "|---|---|---|---|---|"]
@@ -97,34 +141,72 @@ def markdown_table(metrics: dict, label: str = "this run") -> str:
 
 
 def write_scores_csv(metrics: dict, path: Path) -> None:
-    """The DVC bar plot's data: one row per scored benchmark (plain and extreme-aspect)."""
+    """The DVC bar plot's data: one row per scored benchmark (plain, its trivial baseline, extreme-aspect)."""
     with open(path, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         writer.writerow(["benchmark", "score"])
         for name, value in metrics["headline"].items():
             writer.writerow([name, value])
+            if "baseline" in metrics["benchmarks"].get(name, {}):
+                writer.writerow([f"{name} (trivial baseline)", metrics["benchmarks"][name]["baseline"]])
         for name, ext in metrics["extreme_aspect"].items():
             if ext["score"] is not None:
                 writer.writerow([f"{name} (extreme aspect)", ext["score"]])
 
 
-def _details(result: dict) -> dict[str, float]:
-    """Per-benchmark breakdown worth a bar chart: POPE per split, MME per task, MMBench per category."""
-    scores = result["scores"]
+# (axis label, full scale of the axis); None: scale to the bars (MME's total grows with the subtasks present).
+HEADLINE_AXES = {"pope": ("mean F1 over the splits (%)", 100.0), "mme": ("perception total", None),
+                 "mmbench": ("CircularEval accuracy (%)", 100.0), "mmbench_cn": ("CircularEval accuracy (%)", 100.0),
+                 "scienceqa": ("IMG accuracy (%)", 100.0), "textvqa": ("soft accuracy (%)", 100.0),
+                 "gqa": ("accuracy (%)", 100.0)}
+
+
+def _breakdown(scores: dict) -> dict[str, float]:
+    """Per-part scores on the headline's own scale (POPE F1 per split, MMBench accuracy per category). MME's
+    subtask scores (0-200 each) are on another scale than its total, so they stay in provenance.json."""
     if "per_category" in scores:
-        return {k: 100.0 * v["f1"] for k, v in scores["per_category"].items()}
-    if "per_task" in scores:
-        return {k: v["score"] for k, v in scores["per_task"].items()}
-    if "category_acc" in scores:
-        return {k: 100.0 * v for k, v in scores["category_acc"].items()}
-    bars = {"score": scores.get("headline") or 0.0}
+        return {f"F1 {k}": 100.0 * v["f1"] for k, v in scores["per_category"].items()}
+    if "category_acc" in scores and len(scores["category_acc"]) > 1:
+        return {f"category {k}": 100.0 * v for k, v in scores["category_acc"].items()}
+    return {}
+
+
+def _bars(result: dict) -> list[tuple[str, float, str]]:
+    """(label, value, colour) of one benchmark's panel, top to bottom."""
+    scores = result["scores"]
+    bars = [("this run", scores["headline"], "#4c72b0")]
+    if result.get("baseline") is not None:
+        bars.append(("trivial baseline", result["baseline"]["score"], "#999999"))
     if "extreme_aspect" in result and result["extreme_aspect"]["headline"] is not None:
-        bars["extreme aspect"] = result["extreme_aspect"]["headline"]
+        bars.append(("extreme aspect", result["extreme_aspect"]["headline"], "#8fa9d6"))
+    bars += [(label, value, "#c6d3ea") for label, value in _breakdown(scores).items()]
     return bars
 
 
+def _panel(ax, name: str, result: dict) -> None:
+    bars = _bars(result)
+    labels, values, colours = zip(*bars, strict=True)
+    positions = range(len(bars))[::-1]  # the headline on top
+    ax.barh(list(positions), values, color=colours)
+    ax.set_yticks(list(positions), labels, fontsize=9)
+    unit, full_scale = HEADLINE_AXES.get(name, ("score", None))
+    top = full_scale or max(max(values), 1.0)
+    ax.set_xlim(0, top * 1.18)
+    for y, value in zip(positions, values, strict=True):
+        ax.text(value + top * 0.01, y, f"{value:.1f}", va="center", fontsize=9)
+    verdict = _against_baseline(result)
+    if verdict:
+        verdict_text = "above its trivial baseline" if verdict["beats_baseline"] else "NOT above its trivial baseline"
+        ax.set_title(f"{dict(COLUMNS).get(name, name)}: {verdict_text}\nunparseable answers: "
+                     f"{result['scores'].get('unparseable_share', 0.0):.0%}", fontsize=11)
+    else:
+        ax.set_title(dict(COLUMNS).get(name, name), fontsize=11)
+    ax.set_xlabel(unit, fontsize=9)
+
+
 def plot_benchmarks(suite: dict, path: Path) -> None:
-    """One panel per scored benchmark with its breakdown."""
+    """One panel per scored benchmark: this run's headline beside the trivial baseline (and the extreme-aspect
+    variant), then the parts of the headline on its scale; the title gives the unparseable share."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -135,12 +217,10 @@ def plot_benchmarks(suite: dict, path: Path) -> None:
         return
     cols = min(3, len(scored))
     rows = (len(scored) + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.2 * rows), squeeze=False)
+    height = max(2.2, 0.45 * max(len(_bars(r)) for r in scored.values()) + 1.4)
+    fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, height * rows), squeeze=False)
     for ax, (name, result) in zip(axes.flat, scored.items(), strict=False):
-        details = _details(result)
-        ax.barh(list(details), list(details.values()), color="#4c72b0")
-        ax.set_title(f"{name}: {result['scores']['headline']:.1f}")
-        ax.tick_params(axis="y", labelsize=7)
+        _panel(ax, name, result)
     for ax in list(axes.flat)[len(scored):]:
         ax.axis("off")
     fig.tight_layout()
@@ -155,7 +235,8 @@ def write_reports(suite: dict, provenance: dict, reports_dir: str | Path, label:
     (reports_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True), encoding="utf-8")
     details = {"provenance": provenance, "benchmarks": suite["benchmarks"], "skipped": suite["skipped"]}
     (reports_dir / "provenance.json").write_text(json.dumps(details, indent=2, default=str), encoding="utf-8")
-    (reports_dir / "results.md").write_text(markdown_table(metrics, label), encoding="utf-8")
+    rules = {n: r["baseline"]["rule"] for n, r in suite["benchmarks"].items() if r.get("baseline")}
+    (reports_dir / "results.md").write_text(markdown_table(metrics, label, rules), encoding="utf-8")
     write_scores_csv(metrics, reports_dir / "scores.csv")
     plot_benchmarks(suite, reports_dir / "benchmarks.png")
     return metrics

@@ -19,10 +19,17 @@ Contract::
 from __future__ import annotations
 
 import re
+import string
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from components.evaluation.mmbench import can_infer, extract_mcq_answer, mmbench_circular
+from components.evaluation.mmbench import (
+    can_infer,
+    extract_mcq_answer,
+    mmbench_answer_letter,
+    mmbench_circular,
+    mmbench_circular_chance,
+)
 from components.evaluation.vqa_normalize import normalize_vqa_answer, process_digit_article, process_punctuation
 
 __all__ = [
@@ -33,12 +40,15 @@ __all__ = [
     "gqa_accuracy",
     "gqa_convert",
     "gqa_correct",
+    "mmbench_answer_letter",
     "mmbench_circular",
+    "mmbench_circular_chance",
     "mme_parse_pred_ans",
     "mme_parse_pred_ans_lmms_eval",
     "mme_scores",
     "mme_scores_lmms_eval",
     "normalize_vqa_answer",
+    "pope_is_unparseable",
     "pope_map_answer",
     "pope_metrics",
     "pope_metrics_lmms_eval",
@@ -130,13 +140,29 @@ def vqa_soft_accuracy_lmms_eval(prediction: str, gt_answers: Sequence[str]) -> d
 # --------------------------------------------------------------------------- POPE
 
 
+def _pope_words(text: str) -> list[str]:
+    """``eval_pope``'s tokens: the text before the first ".", "," dropped, split on a single space."""
+    if "." in text:
+        text = text.split(".")[0]
+    return text.replace(",", "").split(" ")
+
+
+def _pope_says_no(words: Sequence[str]) -> bool:
+    return "No" in words or "not" in words or "no" in words
+
+
 def pope_map_answer(text: str) -> str:
     """``eval_pope`` answer mapping: keep the text before the first ".", drop ",", split on a single space; "no" iff a
     token is exactly "No", "no" or "not", else "yes" (so "NO", "Nope", "" and "No\\nThere is none" are "yes")."""
-    if "." in text:
-        text = text.split(".")[0]
-    words = text.replace(",", "").split(" ")
-    return "no" if ("No" in words or "not" in words or "no" in words) else "yes"
+    return "no" if _pope_says_no(_pope_words(text)) else "yes"
+
+
+def pope_is_unparseable(text: str) -> bool:
+    """True when :func:`pope_map_answer` says "yes" only by default: no token is "no" by the reference rule and none
+    is "yes" (any case, surrounding punctuation ignored). Gibberish, "", "Nope" and "NO" are unparseable: the
+    reference scores them as yes, which is how a model that never answers earns POPE's always-yes F1."""
+    words = _pope_words(text)
+    return not _pope_says_no(words) and not any(w.strip(string.punctuation).lower() == "yes" for w in words)
 
 
 def _binary_metrics(tp: int, fp: int, tn: int, fn: int) -> dict:

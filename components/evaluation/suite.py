@@ -1,8 +1,9 @@
 """One evaluation run over several benchmarks: questions -> resumable answers -> reference scores -> compute report.
 
 ``run_suite(model, tokenizer, eval_root, out_dir, plan)`` returns ``{"benchmarks": {name: result}, "skipped":
-{name: reason}}`` where each result holds the adapter's scores, the decoding actually used, the compute report and,
-for the benchmarks in ``plan.extreme_aspect``, the Table-3 variant (score and drop). A benchmark whose files are
+{name: reason}}`` where each result holds the adapter's scores (``unparseable_share`` among them), the benchmark's
+trivial baseline (``{"score", "rule"}``, None when server-scored), the decoding actually used, the compute report
+and, for the benchmarks in ``plan.extreme_aspect``, the Table-3 variant (score and drop). A benchmark whose files are
 absent is skipped with the reason (never scored as zero). Answers go to ``<out_dir>/answers/<name>[_extreme].jsonl``
 (resumable: a rerun skips answered questions), submission files for server-scored benchmarks to
 ``<out_dir>/submissions/``.
@@ -50,6 +51,15 @@ def _score(name: str, questions, answers_file: Path, out_dir: Path, eval_root) -
     return adapter.score(questions, preds, root, out_dir=out_dir / "submissions")
 
 
+def _baseline(name: str, questions, eval_root) -> dict | None:
+    """The benchmark's trivial baseline (``{"score", "rule"}``; the adapter's ``baseline`` says which and why);
+    None for server-scored benchmarks, which have no local score to compare."""
+    adapter = ADAPTERS[name]
+    if not getattr(adapter, "headline_available", True):
+        return None
+    return adapter.baseline(questions, benchmark_root(name, eval_root))
+
+
 def _answer(model, tokenizer, questions, answers_file: Path, plan: EvalPlan, model_id: str,
             extreme: bool) -> float:
     """Answer every question into answers_file; returns questions per second of this call."""
@@ -95,13 +105,15 @@ def run_suite(model, tokenizer, eval_root, out_dir, plan: EvalPlan, model_id: st
         log(f"[eval] {name}: {len(questions)} questions")
         result = _variant(model, tokenizer, name, questions, out_dir, eval_root, plan, model_id, extreme=False)
         result["decoding"] = _decoding(model, questions, plan, name)
+        result["baseline"] = _baseline(name, questions, eval_root)
         if name in plan.extreme_aspect:
             result["extreme_aspect"] = _extreme_summary(
                 result, _variant(model, tokenizer, name, questions, out_dir, eval_root, plan, model_id, extreme=True))
         results[name] = result
-        headline = result["scores"].get("headline")
-        log(f"[eval] {name}: headline {headline if headline is None else round(headline, 2)} "
-            f"({result['questions_per_s']} questions/s)")
+        headline, baseline = result["scores"].get("headline"), result["baseline"]
+        log(f"[eval] {name}: headline {headline if headline is None else round(headline, 2)}"
+            + ("" if baseline is None else f" (trivial baseline {baseline['score']:.2f}: {baseline['rule']})")
+            + f" ({result['questions_per_s']} questions/s)")
     return {"benchmarks": results, "skipped": skipped}
 
 

@@ -120,9 +120,15 @@ def test_reports_hold_headlines_provenance_table_and_plots(suite, tmp_path):
     assert json.loads((tmp_path / "metrics.json").read_text()) == metrics
     assert set(metrics["headline"]) == set(SEVEN) and metrics["skipped"].keys() == {"vqav2"}
     assert set(metrics["extreme_aspect"]) == {"textvqa"}
+    for name in SEVEN:  # every scored benchmark beside its trivial baseline, with the share the scorer could not read
+        entry, run = metrics["benchmarks"][name], result["benchmarks"][name]
+        assert entry["baseline"] == pytest.approx(run["baseline"]["score"], abs=1e-4)
+        assert entry["beats_baseline"] is (run["scores"]["headline"] > run["baseline"]["score"])
+        assert 0.0 <= entry["unparseable_share"] <= 1.0
     assert json.loads((tmp_path / "provenance.json").read_text())["provenance"]["model_sha256"] == "abc"
     table = (tmp_path / "results.md").read_text()
     assert "| this run |" in table and "LLaVA-UHD-13B" in table and "skipped" in table
+    assert "| trivial baseline |" in table and "Above their trivial baseline:" in table
     assert (tmp_path / "benchmarks.png").stat().st_size > 0 and (tmp_path / "scores.csv").exists()
     assert markdown_table(metrics).count("\n|") >= 3
 

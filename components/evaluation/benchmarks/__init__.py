@@ -3,6 +3,8 @@
 ``ADAPTERS[name]`` for name in textvqa, pope, gqa, mme, scienceqa, mmbench, mmbench_cn, vqav2 and vizwiz (the last
 two write submission files: their scores come from the evaluation server); ``load_benchmark(name,
 eval_root)`` reads ``<eval_root>/<folder>`` and raises :class:`BenchmarkMissing` when the files are absent.
+Every locally scored adapter also reports ``unparseable_share`` in its scores and has ``baseline(questions, root)``,
+its trivial baseline computed from the benchmark's own files (its docstring says which one and why).
 """
 
 from __future__ import annotations

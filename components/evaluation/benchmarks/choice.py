@@ -25,10 +25,13 @@ from .common import (
     LETTER_SUFFIX,
     LETTER_SUFFIX_CN,
     Question,
+    best_fixed_answer,
+    better_baseline,
     decoding,
     ordered_predictions,
     read_json,
     require,
+    unparseable_share,
 )
 
 SQA_QUESTIONS = "llava_test_CQM-A.json"
@@ -67,15 +70,18 @@ class ScienceQA:
         by_id = {str(q.question_id): q for q in questions}
         preds = {str(k): v for k, v in predictions.items()}
         correct = total = img_correct = img_total = missing = 0
+        unparsed = []  # over the answered questions: a missing one is FAILED by the reference, not by the model
         for pid in pids:
             prob = problems[pid]
             q = by_id.get(pid)
-            if pid not in preds or q is None:
-                text, multimodal = "FAILED", False
-                missing += 1
-            else:
-                text, multimodal = preds[pid], bool(q.metadata.get("is_multimodal"))
-            hit = scoring.scienceqa_parse(text, len(prob["choices"])) == prob["answer"]
+            answered = pid in preds and q is not None
+            text = preds[pid] if answered else "FAILED"
+            multimodal = answered and bool(q.metadata.get("is_multimodal"))
+            missing += not answered
+            parsed = scoring.scienceqa_parse(text, len(prob["choices"]))
+            if answered:
+                unparsed.append(parsed == -1)
+            hit = parsed == prob["answer"]
             correct, total = correct + hit, total + 1
             if multimodal:
                 img_correct, img_total = img_correct + hit, img_total + 1
@@ -83,7 +89,21 @@ class ScienceQA:
             raise ValueError("scienceqa: no answered question with an image (IMG-Accuracy undefined)")
         img_acc = 100.0 * img_correct / img_total
         return {"benchmark": self.name, "img_accuracy": img_acc, "accuracy": 100.0 * correct / total,
-                "headline": img_acc, "img_correct": img_correct, "img_total": img_total, "missing": missing}
+                "headline": img_acc, "img_correct": img_correct, "img_total": img_total, "missing": missing,
+                "unparseable_share": unparseable_share(unparsed)}
+
+    def baseline(self, questions: Sequence[Question], root) -> dict:
+        """The better of chance (a uniform random option: the mean of 1/num_choices over the IMG questions) and
+        the best single letter given to every question through ``eval_science_qa``: a model that learnt only
+        "the answer is usually B" must not count as reading the image."""
+        problems = read_json(require(self.name, root, SQA_PROBLEMS) / SQA_PROBLEMS)
+        with_image = [problems[str(q.question_id)] for q in questions if q.metadata.get("is_multimodal")]
+        if not with_image:
+            raise ValueError("scienceqa: no question with an image (IMG-Accuracy undefined)")
+        chance = 100.0 * sum(1 / len(p["choices"]) for p in with_image) / len(with_image)
+        letters = scoring.SQA_OPTIONS[:max(len(p["choices"]) for p in with_image)]
+        return better_baseline({"score": chance, "rule": "chance: a uniform random option"},
+                               best_fixed_answer(self.score, questions, root, letters, "the best single letter"))
 
 
 def _is_none(value: Any) -> bool:
@@ -161,4 +181,16 @@ class MMBench:
         overall = 100.0 * result["overall_acc"]
         return {"benchmark": self.name, "circular_accuracy": overall, "headline": overall,
                 "single_pass_accuracy": 100.0 * result["single_pass_acc_main_copies"],
-                "category_acc": result["category_acc"], "l2_category_acc": result["l2_category_acc"]}
+                "category_acc": result["category_acc"], "l2_category_acc": result["l2_category_acc"],
+                "unparseable_share": unparseable_share(scoring.mmbench_answer_letter(r) is False for r in rows)}
+
+    def baseline(self, questions: Sequence[Question], root=None) -> dict:
+        """The better of chance under CircularEval (a uniform random letter on every pass: the mean over questions
+        of the product of 1/num_options over its passes, (1/4)^4 = 0.4% for four options) and the best single
+        letter through ``mmbench_circular`` (0 when the passes rotate the answer through every letter, which is
+        why CircularEval exists)."""
+        chance = 100.0 * scoring.mmbench_circular_chance(
+            [{"index": int(q.question_id), "options": len(q.metadata["answer_fields"]["options"])} for q in questions])
+        return better_baseline({"score": chance, "rule": "chance: a uniform random letter on every pass"},
+                               best_fixed_answer(self.score, questions, root, MMBENCH_OPTIONS,
+                                                 "the best single letter"))

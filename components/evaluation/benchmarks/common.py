@@ -9,7 +9,7 @@ scorers of :mod:`components.evaluation.scoring`. ``root`` is always the benchmar
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -94,3 +94,33 @@ def ordered_predictions(benchmark: str, questions: Sequence[Question], predictio
         raise IncompletePredictions(f"{benchmark}: {len(missing)} of {len(questions)} questions have no prediction "
                                     f"(first: {missing[:3]})")
     return out
+
+
+# --------------------------------------------------------------------------- trivial baselines, unparseable answers
+# A score means something only beside what a model earns without looking: each adapter's ``baseline(questions,
+# root)`` returns ``{"score": headline, "rule": what the trivial model answers}`` computed from the benchmark's own
+# files, with its ``score`` wherever the trivial model is a fixed answer (so every scorer quirk applies to it too).
+
+
+def unparseable_share(flags: Iterable[bool]) -> float:
+    """The fraction of answers the scorer could not map to an answer (``flags``: one per scored answer)."""
+    flags = list(flags)
+    return sum(flags) / len(flags) if flags else 0.0
+
+
+def best_fixed_answer(score: Callable, questions: Sequence[Question], root, answers: Iterable[str],
+                      why: str = "") -> dict:
+    """The best of ``answers`` given to every question, scored by the adapter's ``score`` (first wins a tie)."""
+    best: dict | None = None
+    for answer in answers:
+        headline = score(questions, {q.uid: answer for q in questions}, root)["headline"]
+        if best is None or headline > best["score"]:
+            best = {"score": headline, "rule": f"always {answer!r}" + (f" ({why})" if why else "")}
+    if best is None:
+        raise ValueError("best_fixed_answer: no candidate answer")
+    return best
+
+
+def better_baseline(*baselines: dict) -> dict:
+    """The strictest of several trivial baselines: a model has to beat every one of them."""
+    return max(baselines, key=lambda b: b["score"])

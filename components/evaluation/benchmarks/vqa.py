@@ -9,13 +9,23 @@ VQAv2 / VizWiz (§2.1, §2.3): the converters' JSON files, answers passed throug
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from components.evaluation import scoring
 
-from .common import Question, decoding, ordered_predictions, read_json, read_jsonl, require
+from .common import (
+    Question,
+    best_fixed_answer,
+    decoding,
+    ordered_predictions,
+    read_json,
+    read_jsonl,
+    require,
+    unparseable_share,
+)
 
 TEXTVQA_QUESTIONS = "llava_textvqa_val_v051_ocr.jsonl"
 TEXTVQA_ANNOTATIONS = "TextVQA_0.5.1_val.json"
@@ -37,23 +47,35 @@ class TextVQA:
         return [Question(line["question_id"], root / TEXTVQA_IMAGES / line["image"], line["text"],
                          self.max_new_tokens, beams, dict(meta)) for line in read_jsonl(root / TEXTVQA_QUESTIONS)]
 
-    def score(self, questions: Sequence[Question], predictions: Mapping[Any, str], root) -> dict:
-        """``eval_textvqa.py``: soft accuracy ×100 over the answered questions (the reference scores every line of
-        the answers file; a question without a prediction is simply not in it, and is counted in ``missing``)."""
+    def _gold_answers(self, questions: Sequence[Question], root) -> list[list[str]]:
+        """The ten human answers of each question, joined as ``eval_textvqa.py`` joins them."""
         root = require(self.name, root, TEXTVQA_ANNOTATIONS)
         annotations = {(a["image_id"], a["question"].lower()): a for a in read_json(root / TEXTVQA_ANNOTATIONS)["data"]}
-        preds = ordered_predictions(self.name, questions, predictions, allow_missing=True)
-        pred_list = []
-        for q, text in zip(questions, preds, strict=True):
-            if text is None:
-                continue
+        gold = []
+        for q in questions:
             key = (q.question_id, scoring.textvqa_prompt_processor(q.prompt_text))
             if key not in annotations:
                 raise KeyError(f"textvqa: no annotation for {key!r}")
-            pred_list.append({"pred_answer": text, "gt_answers": annotations[key]["answers"]})
+            gold.append(annotations[key]["answers"])
+        return gold
+
+    def score(self, questions: Sequence[Question], predictions: Mapping[Any, str], root) -> dict:
+        """``eval_textvqa.py``: soft accuracy ×100 over the answered questions (the reference scores every line of
+        the answers file; a question without a prediction is simply not in it, and is counted in ``missing``).
+        Unparseable: an answer that normalises to the empty string."""
+        preds = ordered_predictions(self.name, questions, predictions, allow_missing=True)
+        pred_list = [{"pred_answer": text, "gt_answers": gold}
+                     for text, gold in zip(preds, self._gold_answers(questions, root), strict=True) if text is not None]
         acc = scoring.textvqa_accuracy(pred_list)
+        empty = (scoring.normalize_vqa_answer(p["pred_answer"]) == "" for p in pred_list)
         return {"benchmark": self.name, "accuracy": 100.0 * acc, "headline": 100.0 * acc, "num_scored": len(pred_list),
-                "missing": len(questions) - len(pred_list)}
+                "missing": len(questions) - len(pred_list), "unparseable_share": unparseable_share(empty)}
+
+    def baseline(self, questions: Sequence[Question], root) -> dict:
+        """Majority answer: the most frequent normalised human answer over all questions, given to every question
+        and soft-scored. An open answer has no chance level; this is what the answer prior alone earns."""
+        counts = Counter(scoring.normalize_vqa_answer(a) for gold in self._gold_answers(questions, root) for a in gold)
+        return best_fixed_answer(self.score, questions, root, [counts.most_common(1)[0][0]], "majority answer")
 
 
 class GQA:
@@ -79,8 +101,17 @@ class GQA:
                  "is_balanced": annotations[str(q.question_id)].get("isBalanced", True)}
                 for q, text in zip(questions, preds, strict=True)]
         acc = scoring.gqa_accuracy(rows)
-        return {"benchmark": self.name, "accuracy": acc, "headline": acc,
-                "num_scored": sum(r["is_balanced"] for r in rows)}
+        balanced = [r for r in rows if r["is_balanced"]]
+        return {"benchmark": self.name, "accuracy": acc, "headline": acc, "num_scored": len(balanced),
+                "unparseable_share": unparseable_share(scoring.gqa_convert(r["text"]).strip() == "" for r in balanced)}
+
+    def baseline(self, questions: Sequence[Question], root) -> dict:
+        """Majority answer: the most frequent gold answer of the balanced questions, given to every question
+        (GQA's "prior" baseline). An open answer has no chance level; this is what the answer prior alone earns."""
+        annotations = read_json(require(self.name, root, GQA_ANNOTATIONS) / GQA_ANNOTATIONS)
+        gold = [annotations[str(q.question_id)] for q in questions]
+        counts = Counter(a["answer"] for a in gold if a.get("isBalanced", True))
+        return best_fixed_answer(self.score, questions, root, [counts.most_common(1)[0][0]], "majority answer")
 
 
 # --------------------------------------------------------------------------- submission files (server-scored)

@@ -14,7 +14,16 @@ from typing import Any
 
 from components.evaluation import scoring
 
-from .common import SHORT_SUFFIX, Question, decoding, ordered_predictions, read_jsonl, require
+from .common import (
+    SHORT_SUFFIX,
+    Question,
+    best_fixed_answer,
+    decoding,
+    ordered_predictions,
+    read_jsonl,
+    require,
+    unparseable_share,
+)
 
 POPE_QUESTIONS = "llava_pope_test.jsonl"
 POPE_ANNOTATIONS = "coco"
@@ -57,7 +66,14 @@ class POPE:
         mean_f1 = 100.0 * sum(m["f1"] for m in per_category.values()) / len(per_category)
         mean_acc = 100.0 * sum(m["accuracy"] for m in per_category.values()) / len(per_category)
         return {"benchmark": self.name, "mean_f1": mean_f1, "mean_accuracy": mean_acc, "headline": mean_f1,
-                "per_category": per_category}
+                "per_category": per_category,
+                "unparseable_share": unparseable_share(map(scoring.pope_is_unparseable, preds))}
+
+    def baseline(self, questions: Sequence[Question], root) -> dict:
+        """The better of always "Yes" and always "No", scored like an answer: a yes/no benchmark has no prior
+        better than the label balance, and always-yes is what a model earns whose answers the reference maps to
+        yes by default (F1 2p/(1+p) per split, p = that split's share of yes labels; always-no has F1 0)."""
+        return best_fixed_answer(self.score, questions, root, ("Yes", "No"))
 
 
 def mme_ground_truth(release: Path) -> dict[tuple[str, str, str], str]:
@@ -127,4 +143,10 @@ class MME:
         per_task = {k: {m: v[m] for m in ("score", "acc", "acc_plus")} for k, v in result["per_task"].items()}
         return {"benchmark": self.name, "perception_total": result["perception_total"],
                 "cognition_total": result["cognition_total"], "headline": result["perception_total"],
-                "per_task": per_task}
+                "per_task": per_task,
+                "unparseable_share": unparseable_share(scoring.mme_parse_pred_ans(p) == "other" for p in preds)}
+
+    def baseline(self, questions: Sequence[Question], root) -> dict:
+        """The better of always "Yes" and always "No" through the MME tool: each image has one yes and one no
+        question, so either earns acc 50% and acc+ 0, i.e. 50 per perception subtask."""
+        return best_fixed_answer(self.score, questions, root, ("Yes", "No"))
