@@ -129,8 +129,7 @@ def build_model(spec, tokenizer) -> LlavaUhdForConditionalGeneration:
     if spec.init_from:
         from safetensors.torch import load_file
 
-        state = load_file(str(Path(spec.init_from) / "model.safetensors"))
-        model.load_state_dict(state, strict=True)  # a different compressor or size is an error, not a warning
+        load_exported_weights(model, load_file(str(Path(spec.init_from) / "model.safetensors")), spec.init_from)
     elif spec.architecture == SMOLLM2:
         from .smollm2 import ensure_converted
 
@@ -138,6 +137,18 @@ def build_model(spec, tokenizer) -> LlavaUhdForConditionalGeneration:
     elif spec.architecture != "tiny":
         load_pretrained_weights(model, spec, len(tokenizer))
     return model
+
+
+def load_exported_weights(model: LlavaUhdForConditionalGeneration, state: dict, source) -> None:
+    """Every weight of a save_pretrained export, exactly: a different compressor or size is an error, not a
+    warning. save_pretrained writes a tied pair once (SmolLM2's lm_head IS its embedding), so a key may be absent
+    only where its parameter shares storage with one that was loaded."""
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    loaded = {p.data_ptr() for name, p in model.state_dict(keep_vars=True).items() if name in state}
+    params = model.state_dict(keep_vars=True)
+    untied = [k for k in missing if params[k].data_ptr() not in loaded]
+    if untied or unexpected:
+        raise ValueError(f"{source} does not fit this model: missing {untied}, unexpected {unexpected}")
 
 
 def load_saved_model(model_dir: str | Path, device: str | torch.device = "cpu") -> LlavaUhdForConditionalGeneration:

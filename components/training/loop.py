@@ -86,6 +86,7 @@ class TrainConfig:
     llm_weights: str = _MODEL.llm_weights  # paper scale: save_pretrained dir or hub id loaded as the language model
     gradient_checkpointing: bool = _RECIPE.gradient_checkpointing
     tune_vision: bool = _PARAMS.train.tune_vision  # finetune also trains the ViT
+    finetune_llm_layers: int = _PARAMS.train.finetune_llm_layers  # finetune: the LLM's top N layers; 0 = all
     vision_hidden: int = _MODEL.vision_hidden  # tiny model sizes (components/model/tiny.py)
     vision_layers: int = _MODEL.vision_layers
     llm_hidden: int = _MODEL.llm_hidden
@@ -109,7 +110,7 @@ class TrainConfig:
             tokenizer_dir=absolute(params.model.tokenizer_dir), compressor=params.compressor,
             strategy=params.slicing.strategy, preset=params.slicing.active_preset,
             spatial_schema=params.spatial_schema, limit=recipe.limit or None, tune_vision=params.train.tune_vision,
-            threads=params.train.ray.threads_per_worker,
+            threads=params.train.ray.threads_per_worker, finetune_llm_layers=params.train.finetune_llm_layers,
             **{name: getattr(params.model, name) for name in MODEL_FIELDS},
             **{name: getattr(recipe, name) for name in RECIPE_FIELDS})
 
@@ -142,9 +143,21 @@ def build_stage_model(cfg: TrainConfig, tokenizer):
     trainable = trainable_modules(cfg.stage, cfg.tune_vision)
     for name, param in model.named_parameters():
         param.requires_grad_(name.split(".")[0] in trainable)
+    if "language_model" in trainable and cfg.finetune_llm_layers:
+        _train_top_llm_layers(model.language_model, cfg.finetune_llm_layers)
     if cfg.gradient_checkpointing:  # non-reentrant: works with the frozen embeddings of pretraining
         model.activation_checkpointing_enable({"use_reentrant": False})
     return model
+
+
+def _train_top_llm_layers(llm, n: int) -> None:
+    """Only the top `n` decoder layers and the final norm learn; the embeddings (and a tied lm_head) stay."""
+    decoder = llm.get_decoder()
+    if n > len(decoder.layers):
+        raise ValueError(f"finetune_llm_layers {n} > the LLM's {len(decoder.layers)} layers")
+    llm.requires_grad_(False)
+    for module in (*decoder.layers[-n:], decoder.norm):
+        module.requires_grad_(True)
 
 
 def _dist_env() -> None:
