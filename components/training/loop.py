@@ -131,6 +131,16 @@ def trainable_modules(stage: str, tune_vision: bool) -> tuple[str, ...]:
     return TRAINABLE[stage] + (("vision_tower",) if tune_vision and stage == "finetune" else ())
 
 
+def set_trainable(model, stage: str, tune_vision: bool = False, llm_layers: int = 0) -> None:
+    """Only the stage's modules get gradients (and optimizer state); the rest is frozen. `llm_layers` > 0: of the
+    LLM, only its top `llm_layers` decoder layers (and final norm) learn."""
+    trainable = trainable_modules(stage, tune_vision)
+    for name, param in model.named_parameters():
+        param.requires_grad_(name.split(".")[0] in trainable)
+    if "language_model" in trainable and llm_layers:
+        _train_top_llm_layers(model.language_model, llm_layers)
+
+
 def stage_template(cfg: TrainConfig) -> str:
     """LLaVA's recipe: pretraining captions in the plain format, instruction tuning in the model's conversation."""
     return cfg.template or ("plain" if cfg.stage == "pretrain" else cfg.conversation)
@@ -140,11 +150,7 @@ def build_stage_model(cfg: TrainConfig, tokenizer):
     """The factory's model of `cfg` (components.model.build), with only the stage's modules trainable and
     activation checkpointing on when asked: how a model is trained is this loop's concern, not the factory's."""
     model = build_model(cfg, tokenizer)
-    trainable = trainable_modules(cfg.stage, cfg.tune_vision)
-    for name, param in model.named_parameters():
-        param.requires_grad_(name.split(".")[0] in trainable)
-    if "language_model" in trainable and cfg.finetune_llm_layers:
-        _train_top_llm_layers(model.language_model, cfg.finetune_llm_layers)
+    set_trainable(model, cfg.stage, cfg.tune_vision, cfg.finetune_llm_layers)
     if cfg.gradient_checkpointing:  # non-reentrant: works with the frozen embeddings of pretraining
         model.activation_checkpointing_enable({"use_reentrant": False})
     return model
