@@ -133,7 +133,8 @@ class ModelConfig:
     """The model the training stages build. `smollm2-135m` (the embedded default) is a random CLIP-architecture ViT
     of the sizes below + the real SmolLM2-135M-Instruct (components/model/smollm2.py); `tiny` (tests, the smoke
     profile) is random at the sizes below; a paper architecture takes CLIP ViT-L/14-336 + Vicuna from
-    components/model/architectures.py and loads `vision_weights` / `llm_weights` (a local save_pretrained dir or a hub id, safetensors only) on each worker."""
+    components/model/architectures.py and loads `vision_weights` / `llm_weights` (a local save_pretrained dir
+    or a hub id, safetensors only) on each worker."""
 
     architecture: str = "smollm2-135m"  # smollm2-135m | tiny | llava-uhd-7b | llava-uhd-13b
     vision_weights: str = ""  # paper scale: e.g. openai/clip-vit-large-patch14-336; "" = random init
