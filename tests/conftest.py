@@ -69,4 +69,4 @@ def tiny(gpt2_tokenizer):
 # The random debug-size model of the tests (and of params/smoke.yaml): the embedded default (SmolLM2-135M) is too
 # big for unit tests, so tests that build a model through a TrainConfig name these fields.
 TINY_MODEL = {"architecture": "tiny", "tokenizer": "llama", "tokenizer_dir": str(REPO / "assets/tokenizers/llama"),
-              "conversation": "vicuna_v1", "vision_hidden": 32}
+              "conversation": "vicuna_v1", "vision_hidden": 32, "finetune_llm_layers": 0}

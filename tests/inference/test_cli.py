@@ -26,7 +26,8 @@ def _run(capsys, *argv) -> tuple[int, list[str], str]:
 
 def test_directory_source(capsys, logged, images, expected, tokenizer_dir, tmp_path):
     code, lines, _ = _run(capsys, images[0], QUESTION, "--model", logged["dir"], "--tokenizer-dir", tokenizer_dir,
-                          "--max-new-tokens", 5, "--params", tmp_path / "none.yaml", "--tracking-uri", logged["uri"])
+                          "--max-new-tokens", 5, "--params", tmp_path / "none.yaml", "--tracking-uri", logged["uri"],
+                          "--tokenizer", "llama")
     assert code == 0
     assert lines[0] == f"model: {logged['dir']} (--model)"
     assert lines[1].startswith("layout: 640x240: grid ") and "visual tokens" in lines[1]
@@ -45,11 +46,11 @@ def test_alias_explicit_and_by_default(capsys, logged, images, expected, tmp_pat
 
 
 def test_fallback_to_finetune_dir(capsys, logged, images, expected, repo_root, tmp_path, monkeypatch):
-    """No champion in the store: models/finetune with params' (here the default) tokenizer."""
+    """No champion in the store: models/finetune (the tiny model: its tokenizer named on the command line)."""
     shutil.copytree(logged["dir"], tmp_path / "models/finetune")
     monkeypatch.chdir(tmp_path)
     code, lines, _ = _run(capsys, images[0], QUESTION, "--max-new-tokens", 5, "--tracking-uri", f"sqlite:///{tmp_path}/empty.db",
-                          "--tokenizer-dir", repo_root / "assets/tokenizers/llama")
+                          "--tokenizer", "llama", "--tokenizer-dir", repo_root / "assets/tokenizers/llama")
     assert code == 0 and lines[-1] == f"answer: {expected[0]}"
     assert lines[0].startswith("model: models/finetune (no models:/llava-uhd@champion")
 

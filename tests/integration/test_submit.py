@@ -91,7 +91,7 @@ def project(tmp_path_factory, tiny_data, head):  # noqa: F811
         shutil.copytree(REPO / part, root / part, ignore=ignore)
     for part in ("raw", "validated", "layouts"):
         shutil.copytree(tiny_data.root / part, root / "data" / part)
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params = yaml.safe_load((REPO / "params/smoke.yaml").read_text())  # the random tiny model
     params["cluster"]["address"] = head
     params["train"]["pretrain"].update(steps=2, global_batch=2, micro_batch=2, limit=8, max_length=1024)
     params["tracking"]["uri"] = f"sqlite:///{root}/mlflow.db"

