@@ -144,8 +144,8 @@ def load_exported_weights(model: LlavaUhdForConditionalGeneration, state: dict, 
     warning. save_pretrained writes a tied pair once (SmolLM2's lm_head IS its embedding), so a key may be absent
     only where its parameter shares storage with one that was loaded."""
     missing, unexpected = model.load_state_dict(state, strict=False)
-    loaded = {p.data_ptr() for name, p in model.state_dict(keep_vars=True).items() if name in state}
     params = model.state_dict(keep_vars=True)
+    loaded = {p.data_ptr() for name, p in params.items() if name in state}
     untied = [k for k in missing if params[k].data_ptr() not in loaded]
     if untied or unexpected:
         raise ValueError(f"{source} does not fit this model: missing {untied}, unexpected {unexpected}")

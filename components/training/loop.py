@@ -264,7 +264,7 @@ def train(cfg: TrainConfig, hooks: TrainHooks | None = None) -> dict:
         for _ in range(accumulation):
             batch, sampler_state = next(batches)
             meter.add(batch)
-            with autocast_context(autocast):  # logits only where labels are: the loss reads nothing else
+            with autocast_context(autocast):  # the loss reads logits only where labels are: compute only those
                 loss = engine(**_to_device(batch, engine.device, dtype), logits_at_labels=True).loss
             engine.backward(loss)
             engine.step()
