@@ -209,7 +209,7 @@ class RayTrainConfig:
 class TrainConfigs:
     pretrain: TrainStageConfig = field(default_factory=TrainStageConfig)
     # The embedded profile's rate (params.yaml); the paper's 2e-5 is in params/paper-*.yaml.
-    finetune: TrainStageConfig = field(default_factory=lambda: TrainStageConfig(steps=24, lr=1e-4, warmup_ratio=0.03))
+    finetune: TrainStageConfig = field(default_factory=lambda: TrainStageConfig(steps=24, lr=2e-4, warmup_ratio=0.03))
     ray: RayTrainConfig = field(default_factory=RayTrainConfig)
     tune_vision: bool = False  # also train the ViT in finetune (paper Table 4; the authors: "we do not train the ViTs")
     # finetune trains the LLM's top N decoder layers (+ final norm) only; 0 = the whole LLM (LLaVA's recipe). On 2

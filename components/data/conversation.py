@@ -77,6 +77,10 @@ from dataclasses import dataclass, field, replace
 IGNORE_INDEX = -100
 IMAGE_TOKEN_INDEX = -200
 IMAGE_TOKEN = "<image>"
+# LLaVA-1.5's response-format prompts: the same words end short-answer and multiple-choice questions in the 665K
+# training mix and in the benchmark prompts, which is what makes a model answer "Yes" or "B" rather than a sentence
+SHORT_ANSWER = "Answer the question using a single word or phrase."
+LETTER_ANSWER = "Answer with the option's letter from the given choices directly."
 
 TEMPLATES = ("plain", "vicuna_v1", "chat_template")
 

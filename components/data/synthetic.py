@@ -28,12 +28,14 @@ from PIL import Image
 
 from components.config import DataConfig
 
+from .conversation import LETTER_ANSWER, SHORT_ANSWER
 from .synthetic_images import (
     ASPECTS,
     COLOURS,
     FINE_LINES_MIN_SIDE,
     FINE_LINES_QUESTION,
     SHAPES,
+    TITLES,
     Scene,
     encode_image_file,
     render_scene,
@@ -53,7 +55,6 @@ CAPTION_PROMPTS = (  # the instruction pool of LLaVA's LCS-558K
     "Write a terse but informative summary of the picture.",
     "Create a compact narrative representing the image presented.",
 )
-SHORT_ANSWER = "Answer the question using a single word or phrase."
 FINETUNE_FOLDERS = ("coco/train2017", "gqa/images", "textvqa/train_images", "ocr_vqa/images", "vg/VG_100K")
 
 # scikit-image sample photos: (file in skimage/data, caption, licence as stated in its docstring)
@@ -143,20 +144,32 @@ def fine_lines_question(scene: Scene) -> tuple[str, str] | None:
     return (f"{FINE_LINES_QUESTION}\n{SHORT_ANSWER}", scene.lines) if scene.lines else None
 
 
+def _choice(question: str, options: list[str]) -> str:
+    lines = "\n".join(f"{'ABCD'[k]}. {option}" for k, option in enumerate(options))
+    return f"{question}\n{lines}\n{LETTER_ANSWER}"
+
+
 def scene_questions(scene: Scene, rng: np.random.Generator) -> list[tuple[str, str]]:
-    """Question/answer pairs about one scene; the first always needs the fine detail."""
+    """Question/answer pairs about one scene in the 665K mix's formats (short answers with LLaVA-1.5's suffix,
+    balanced yes/no, lettered multiple choice); the first always needs the fine detail."""
     shape = scene.shapes[0]
     absent = [s for s in SHAPES if s not in scene.shape_names]
+    other_colour = [c for c in COLOURS if c != shape.colour][int(rng.integers(len(COLOURS) - 1))]
+    titles = [scene.title, *rng.permutation([t for t in TITLES if t != scene.title])[:3].tolist()]
+    titles = [titles[k] for k in rng.permutation(4)]
     qa = [
         ("What is the six-digit code printed in small type?", scene.code),
         ("What word is written in large letters?", scene.title),
         (f"What color is the {shape.shape}?", shape.colour),
         ("How many shapes are there besides the text?", str(len(scene.shapes))),
+        (f"Is there a {shape.shape} in the image?", "Yes"),
+        (f"Is there a {shape.colour} {shape.shape} in the image?", "Yes"),
+        (f"Is there a {other_colour} {shape.shape} in the image?", "No"),
     ]
     if absent:
         qa.append((f"Is there a {absent[int(rng.integers(len(absent)))]} in the image?", "No"))
-    qa.append((f"Is there a {shape.shape} in the image?", "Yes"))
-    return qa
+    short = [(f"{q}\n{SHORT_ANSWER}", a) for q, a in qa]
+    return short + [(_choice("Which word is written in large letters?", titles), "ABCD"[titles.index(scene.title)])]
 
 
 def _conversation(pairs: list[tuple[str, str]], with_image: bool) -> list[dict]:
@@ -204,7 +217,9 @@ def _finetune(writer: DatasetWriter, spec: SyntheticSpec, rng: np.random.Generat
         folder = FINETUNE_FOLDERS[i % len(FINETUNE_FOLDERS)]
         rel = writer.write_scene(f"{folder}/{100000 + i:012d}", image, i + 1)
         qa = scene_questions(scene, rng)
-        keep = [qa[0], *[qa[j] for j in rng.permutation(np.arange(1, len(qa)))[: int(rng.integers(1, 4))]]]
+        # every question in one multi-turn sample, as the 665K mix groups VQAv2's: the ~450 visual tokens
+        # dominate the sequence, so each extra answer is supervision at almost no cost
+        keep = [qa[0], *[qa[j] for j in rng.permutation(np.arange(1, len(qa)))]]
         if scene.lines:  # every scene that has the lines is asked about them (the signal a tiny model can learn)
             keep.insert(int(rng.integers(len(keep) + 1)), fine_lines_question(scene))
         samples.append({"id": f"{100000 + i:012d}", "image": rel, "conversations": _conversation(keep, True)})

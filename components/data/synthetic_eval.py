@@ -20,6 +20,7 @@ import io
 import numpy as np
 from PIL import Image
 
+from .conversation import SHORT_ANSWER as SHORT
 from .synthetic_images import (
     ASPECTS,
     COLOURS,
@@ -33,7 +34,6 @@ from .synthetic_images import (
     scene_size,
 )
 
-SHORT = "Answer the question using a single word or phrase."
 MME_SUFFIX = " Please answer yes or no."
 FINE_DETAIL = "fine_detail"  # GQA question-file category (and "fd" id prefix) of the fine-line questions
 FINE_DETAIL_PER_SCENE = 4  # extra GQA scenes with fine lines per eval scene: enough questions for a clear rate

@@ -92,12 +92,13 @@ class UhdProcessor:
         """A padded generation batch: questions[i] (bare text) about images[i] (None: text-only), each rendered
         by the training template's generation mode, so the ids are training's up to the first answer token."""
         processed = [[self.process_image(im)] if im is not None else [] for im in images]
-        rows = []
-        for question, items in zip(questions, processed, strict=True):
-            prompt = encode_prompt(question, self.tokenizer, template, has_image=bool(items))
-            rows.append(expand_image_placeholders(prompt.input_ids, [p.num_tokens for p in items],
-                                                  self.image_token_id))
+        rows = [self.prompt_ids(q, items, template) for q, items in zip(questions, processed, strict=True)]
         return self._collate(rows, processed, padding_side)
+
+    def prompt_ids(self, question: str, items: list[ProcessedImage], template: str = "vicuna_v1") -> list[int]:
+        """The generation-mode ids of one question (bare text) about `items` (zero or one processed image)."""
+        prompt = encode_prompt(question, self.tokenizer, template, has_image=bool(items))
+        return expand_image_placeholders(prompt.input_ids, [p.num_tokens for p in items], self.image_token_id)
 
     def __call__(self, texts: list[str], images: list[list] | None = None, padding_side: str = "left",
                  videos: list[list] | None = None) -> dict:

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from components.data.conversation import LETTER_ANSWER, SHORT_ANSWER
 from components.data.synthetic import DatasetWriter, SyntheticSpec
 from components.data.synthetic_eval import write_benchmarks
 from components.evaluation.benchmarks import (
@@ -20,7 +21,7 @@ from components.evaluation.benchmarks import (
     write_vizwiz_submission,
     write_vqav2_submission,
 )
-from components.evaluation.benchmarks.common import LETTER_SUFFIX, LETTER_SUFFIX_CN, SHORT_SUFFIX
+from components.evaluation.benchmarks.common import LETTER_SUFFIX_CN
 
 ALL = ("textvqa", "pope", "gqa", "mme", "scienceqa", "mmbench", "mmbench_cn")
 
@@ -53,7 +54,7 @@ def oracle(name: str, root: Path, questions) -> dict:
             task, _, file = q.question_id.partition("/")
             lines = (root / "MME_Benchmark_release_version" / task / "questions_answers_YN"
                      / (Path(file).stem + ".txt")).read_text().splitlines()
-            stem = q.prompt_text.replace("\n" + SHORT_SUFFIX, "")
+            stem = q.prompt_text.replace("\n" + SHORT_ANSWER, "")
             out[q.uid] = next(line.split("\t")[1] for line in lines if line.startswith(stem))
         return out
     if name == "scienceqa":
@@ -83,16 +84,16 @@ def constant_answer_score(adapter, questions, root) -> float:
 def test_prompts_carry_the_reference_suffixes(eval_root):
     qs = {name: load_benchmark(name, eval_root) for name in ALL}
     for name in ("textvqa", "pope", "gqa", "mme"):
-        assert all(q.prompt_text.endswith("\n" + SHORT_SUFFIX) for q in qs[name])
+        assert all(q.prompt_text.endswith("\n" + SHORT_ANSWER) for q in qs[name])
         assert all(q.max_new_tokens == 128 for q in qs[name])
     assert all(len(q.prompt_text.split("\n")) == 3 for q in qs["textvqa"])
     assert all("\nReference OCR token: " in q.prompt_text for q in qs["textvqa"])
     sqa = qs["scienceqa"]
-    assert all(q.prompt_text.endswith("\n" + LETTER_SUFFIX) and "<image>" not in q.prompt_text for q in sqa)
+    assert all(q.prompt_text.endswith("\n" + LETTER_ANSWER) and "<image>" not in q.prompt_text for q in sqa)
     assert sqa[0].prompt_text.startswith("Context: ") and sqa[-1].image is None and sqa[0].image.exists()
     assert [q.metadata["is_multimodal"] for q in sqa] == [True] * 3 + [False]
     en, cn = qs["mmbench"][0], qs["mmbench_cn"][0]
-    assert en.prompt_text.endswith("\nD. " + en.metadata["D"] + "\n" + LETTER_SUFFIX)
+    assert en.prompt_text.endswith("\nD. " + en.metadata["D"] + "\n" + LETTER_ANSWER)
     assert cn.prompt_text.endswith("\n" + LETTER_SUFFIX_CN) and isinstance(en.image, Image.Image)
     assert en.max_new_tokens == 1024 and en.metadata["answer_fields"]["option_char"] == list("ABCD")
     assert all(Path(q.image).exists() for name in ("textvqa", "pope", "gqa", "mme") for q in qs[name])

@@ -120,3 +120,44 @@ def _small(path: Path) -> Image.Image:
     image = Image.open(path).convert("RGB")
     image.thumbnail((96, 96))
     return image
+
+
+def test_questions_about_one_image_share_its_prefix(tiny, tmp_path):
+    """Several greedy questions per image (as POPE, MME and MMBench's circular passes ask): the image prefix runs
+    once per image, and every answer equals the one generated for that question alone."""
+    model, tok = tiny
+    root = tmp_path / "imgs"
+    root.mkdir()
+    paths = []
+    for i, (w, h) in enumerate(SIZES[:3]):
+        paths.append(root / f"{i}.png")
+        Image.new("RGB", (w, h), (60 * i, 120, 200 - 50 * i)).save(paths[-1])
+    pil = Image.new("RGB", (96, 64), (10, 200, 40))
+    asks = ["Is there a circle?", "What colour is it?", "Is the picture wide?" + " really" * 5]
+    qs = [Question(f"{i}-{j}", path, ask, max_new_tokens=6)
+          for j, ask in enumerate(asks) for i, path in enumerate(paths)]
+    qs += [Question(f"pil-{j}", pil.copy(), ask, max_new_tokens=6) for j, ask in enumerate(asks[:2])]  # equal, not same
+    qs.append(Question("single", paths[0], "A question asked once.", max_new_tokens=6, num_beams=2))
+    encoded, generated = [], []
+    original_visual, original_generate = model.visual_tokens, model.generate
+
+    def counting_visual(pixel_values, *args, **kwargs):
+        encoded.append(len(pixel_values))
+        return original_visual(pixel_values, *args, **kwargs)
+
+    def recording_generate(*args, **kwargs):
+        generated.append("cached" if kwargs.get("past_key_values") is not None else "fresh")
+        return original_generate(*args, **kwargs)
+
+    model.visual_tokens, model.generate = counting_visual, recording_generate
+    try:
+        shared = run_benchmark(model, tok, qs, tmp_path / "shared.jsonl", batch_size=8)
+    finally:
+        del model.visual_tokens, model.generate
+    alone = [run_benchmark(model, tok, [q], tmp_path / f"alone{k}.jsonl", batch_size=1)[0] for k, q in enumerate(qs)]
+    assert [r["text"] for r in shared] == [r["text"] for r in alone]
+    assert any(r["text"] for r in shared)
+    # the image is encoded once per group (3 files, the PIL pair) and once for the beam-search question ...
+    assert len(encoded) == 5
+    # ... and each grouped question decodes from the cached prefix
+    assert sorted(generated) == ["cached"] * 11 + ["fresh"]

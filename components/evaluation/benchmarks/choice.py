@@ -18,11 +18,10 @@ from typing import Any
 
 from PIL import Image
 
-from components.data.conversation import IMAGE_TOKEN
+from components.data.conversation import IMAGE_TOKEN, LETTER_ANSWER
 from components.evaluation import scoring
 
 from .common import (
-    LETTER_SUFFIX,
     LETTER_SUFFIX_CN,
     Question,
     best_fixed_answer,
@@ -53,7 +52,7 @@ class ScienceQA:
         beams, meta = decoding(num_beams, self.uhd_num_beams, self.max_new_tokens)
         out = []
         for item in read_json(root / SQA_QUESTIONS):
-            text = item["conversations"][0]["value"].replace(IMAGE_TOKEN, "").strip() + "\n" + LETTER_SUFFIX
+            text = item["conversations"][0]["value"].replace(IMAGE_TOKEN, "").strip() + "\n" + LETTER_ANSWER
             image = root / SQA_IMAGES / item["image"] if "image" in item else None
             # model_vqa_science's answers "prompt" keeps "<image>\n" (the IMG split of eval_science_qa reads it)
             prompt = ("<image>\n" if image is not None else "") + text
@@ -138,7 +137,7 @@ def mmbench_prompt(row: Mapping[str, Any], lang: str) -> tuple[str, list[str]]:
         question = row["hint"] + "\n" + question
     for ch, option in zip(MMBENCH_OPTIONS, options, strict=False):
         question = question + "\n" + ch + ". " + option
-    return question + "\n" + (LETTER_SUFFIX_CN if lang == "cn" else LETTER_SUFFIX), options
+    return question + "\n" + (LETTER_SUFFIX_CN if lang == "cn" else LETTER_ANSWER), options
 
 
 def decode_base64_image(data: str) -> Image.Image:

@@ -14,9 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-SHORT_SUFFIX = "Answer the question using a single word or phrase."
 VIZWIZ_SUFFIX = "When the provided information is insufficient, respond with 'Unanswerable'."
-LETTER_SUFFIX = "Answer with the option's letter from the given choices directly."
 LETTER_SUFFIX_CN = "请直接回答选项字母。"
 
 # LLaVA-1.5 decodes greedily everywhere (eval.md §1); LLaVA-UHD's scripts change num_beams (eval.md §5.6).

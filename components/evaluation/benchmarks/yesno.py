@@ -12,10 +12,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from components.data.conversation import SHORT_ANSWER
 from components.evaluation import scoring
 
 from .common import (
-    SHORT_SUFFIX,
     Question,
     best_fixed_answer,
     decoding,
@@ -104,8 +104,8 @@ def mme_rows(questions: Sequence[Question], preds: Sequence[str], gt: Mapping) -
         category = qid.split("/")[0]
         file = qid.split("/")[-1].split(".")[0] + ".txt"
         prompt = q.prompt_text
-        if SHORT_SUFFIX in prompt:
-            prompt = prompt.replace(SHORT_SUFFIX, "").strip()
+        if SHORT_ANSWER in prompt:
+            prompt = prompt.replace(SHORT_ANSWER, "").strip()
         if "Please answer yes or no." not in prompt:
             prompt = prompt + MME_YES_NO
             if (category, file, prompt) not in gt:
