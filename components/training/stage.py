@@ -48,8 +48,22 @@ def ray_address(cluster_address: str) -> str:
     return cluster_address or "local"
 
 
+# Ray's documented logging switches (read when ray is first imported, so set before that; a user's value wins):
+# - Train's print patch copies each worker print into its logger, so the driver showed every step line twice;
+# - without the dashboard the State API is off, and Train's PlacementGroupCleaner warns that it cannot query it
+#   every second of a run (harmless, ray-project/ray stack note; the dashboard would cost ~1 GB RSS).
+RAY_LOG_SETTINGS = {"RAY_TRAIN_ENABLE_PRINT_PATCH": "0",
+                    "RAY_DEDUP_LOGS_SKIP_REGEX": "Failed to query Ray Train Controller actor state"}
+
+
+def quiet_ray_logs() -> None:
+    for name, value in RAY_LOG_SETTINGS.items():
+        os.environ.setdefault(name, value)
+
+
 def fit_on_ray(cfg: TrainConfig, settings: RaySettings, address: str):
     """ray.init -> fit -> ray.shutdown; a failed run raises with Ray's error."""
+    quiet_ray_logs()
     import ray
 
     ray.init(address=address, include_dashboard=False, log_to_driver=True)
