@@ -309,7 +309,7 @@ def _table(report: dict, command: str) -> str:
 def _plot_rows(report: dict) -> list[dict]:
     """Long format for `dvc plots` (dvc.yaml's top-level plots: a bar per question kind and strategy)."""
     kinds = (("fine lines", "fine_detail_acc"), ("codes", "code_acc"), ("colour-shape", "coarse_acc"))
-    return [{"question": f"{kind} / {strategy}", "accuracy": r[key]}
+    return [{"question": f"{kind} / {strategy}", "accuracy": round(r[key], 1)}
             for kind, key in kinds for strategy, r in report["results"].items()]
 
 

@@ -235,7 +235,7 @@ class EvalConfig:
     """The evaluate stage (pipelines/evaluate.py, shared/reference/eval.md)."""
 
     benchmarks: tuple[str, ...] = BENCHMARKS[:7]
-    batch_size: int = 1  # LLaVA-1.5 answers one question at a time; GPUs gain from 8
+    batch_size: int = 8
     decoding: str = "llava"  # llava (greedy everywhere, LLaVA-1.5) | uhd-scripts (UHD eval.sh: 3 or 5 beams)
     num_beams: dict[str, int] = field(default_factory=dict)  # per-benchmark override, e.g. {textvqa: 3}
     max_new_tokens: int = 16  # 0 = each benchmark's own (LLaVA-1.5: 128); the embedded answers need <= 8
