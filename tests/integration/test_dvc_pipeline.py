@@ -15,7 +15,8 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-pytestmark = pytest.mark.slow
+# three DAG runs (repro, no-op repro, a param-scoped exp run): 462 s alone on 2 cores, more beside another worker
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 
 COPY = ["components", "pipelines", "params", "dvc.yaml", ".dvcignore", ".gitignore", "pyproject.toml",
         "assets/tokenizers"]
