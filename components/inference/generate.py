@@ -52,6 +52,11 @@ def open_rgb(image) -> Image.Image:
     return load_image(image)
 
 
+def _pad_id(tokenizer) -> int:
+    """Padding for generate: the tokenizer's pad token, else its end-of-sequence token (Llama has no pad)."""
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+
 def _expand_pixels(pixel_values: list[torch.Tensor], counts: list[int], num_beams: int) -> list[torch.Tensor]:
     """Each visual item's encoded images repeated per beam, matching generate's repeat_interleave of image_sizes."""
     out, start = [], 0
@@ -76,7 +81,7 @@ def generate_batch(model, processor: UhdProcessor, questions: Sequence[Generatio
     device, dtype = model.device, model.dtype
     batch = {k: ([t.to(device, dtype) for t in v] if k == "pixel_values" else v.to(device)) for k, v in batch.items()}
     tok = processor.tokenizer
-    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    pad = _pad_id(tok)
     out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, num_beams=num_beams,
                          pad_token_id=pad, eos_token_id=tok.eos_token_id)
     new = out[:, batch["input_ids"].shape[1]:]
@@ -112,7 +117,7 @@ def generate_about_one_image(model, processor: UhdProcessor, questions: Sequence
                   pixel_values=[t.to(device, dtype) for t in processed.pixels],
                   image_sizes=torch.tensor([processed.size], device=device), use_cache=True).past_key_values
     tok = processor.tokenizer
-    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    pad = _pad_id(tok)
     answers = []
     for row in rows:
         ids = torch.tensor(row, device=device)[None]
