@@ -31,9 +31,13 @@ def test_paper_profile_parses_and_builds_on_meta(repo_root, size):
     assert pre.bf16 and fine.gradient_checkpointing and ray.use_gpu
     for recipe in (pre, fine):  # exact division: deepspeed_config.gradient_accumulation would fail loudly
         assert recipe.global_batch % (recipe.micro_batch * ray.num_workers) == 0
-    # every key of the default params is present (load_params would reject a missing one): same blocks
+    # every key of the default params is present (load_params would reject a missing one): same blocks, except
+    # that the paper decodes up to each benchmark's own length (LLaVA-1.5: 128) where the embedded default stops
+    # at 16 tokens (its answers are at most 8)
     default = load_params(repo_root / "params.yaml")
-    assert params.eval == default.eval and params.registry == default.registry
+    assert params.eval.max_new_tokens == 0 and default.eval.max_new_tokens == 16
+    assert params.eval == dataclasses.replace(default.eval, max_new_tokens=0)
+    assert params.registry == default.registry
 
     cfg = _train_config(params, "finetune", repo_root)
     tokenizer = load_tokenizer(cfg.tokenizer, cfg.tokenizer_dir)
