@@ -19,6 +19,7 @@ from components.config import load_params
 from components.evaluation.exported_model import EVAL_ROOTS, WeightsMismatch, load_evaluated_model, provenance
 from components.evaluation.report import write_reports
 from components.evaluation.suite import EvalPlan, run_suite
+from components.threads import use_cpu_cores
 from components.tracking.stage_records import log_evaluation
 
 
@@ -38,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{pointer_path} not found: run `dvc repro finetune` first", file=sys.stderr)
         return 2
     pointer = json.loads(pointer_path.read_text())
+    use_cpu_cores()
     try:
         model, tokenizer, sha = load_evaluated_model(Path(args.model_dir), pointer, params.model)
     except WeightsMismatch as err:

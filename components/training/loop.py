@@ -24,6 +24,7 @@ import torch
 
 from components.config import Params
 from components.model.build import build_model, load_tokenizer
+from components.threads import use_cpu_cores
 
 from . import deepspeed_config
 from .collate import Collate
@@ -177,16 +178,6 @@ def _dist_env() -> None:
             os.environ["MASTER_PORT"] = str(probe.getsockname()[1])
 
 
-def _set_cpu_threads(requested: int) -> None:
-    """CPU training: `requested` torch threads, or this node's cores shared by its workers. Ray and the Makefile
-    set OMP_NUM_THREADS=1 (right for parallel tests and data workers), which would leave one training process on
-    a single core of two; the ~2x of the second core is measured in benchmarks/train_throughput.py."""
-    if torch.cuda.is_available():
-        return
-    local_workers = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
-    torch.set_num_threads(requested or max(1, (os.cpu_count() or 1) // local_workers))
-
-
 def _rng_state() -> dict:
     return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
 
@@ -228,17 +219,18 @@ def train(cfg: TrainConfig, hooks: TrainHooks | None = None) -> dict:
     if get_accelerator().device_name() == "cpu":  # skip the shm all-reduce JIT build (stack.md §3)
         deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
     world_size, rank = int(os.environ["WORLD_SIZE"]), int(os.environ["RANK"])
-    _set_cpu_threads(cfg.threads)
+    use_cpu_cores(cfg.threads)
     tokenizer = load_tokenizer(cfg.tokenizer, cfg.tokenizer_dir)
     model = build_stage_model(cfg, tokenizer)
     dataset = TrainingSet(cfg.validated_dir, cfg.layouts_path, cfg.raw_root, cfg.stage, tokenizer, model.config,
                           source=cfg.source, template=stage_template(cfg), max_length=cfg.max_length,
                           end_of_turn=cfg.end_of_turn, limit=cfg.limit)
     ds_config = deepspeed_config.build(cfg.zero_stage, cfg.global_batch, cfg.micro_batch, world_size, cfg.lr,
-                                       cfg.weight_decay, cfg.grad_clip, cfg.bf16, cfg.warmup_ratio, cfg.steps)
+                                       cfg.weight_decay, cfg.grad_clip, cfg.bf16)
     accumulation = ds_config["gradient_accumulation_steps"]
     engine, _, _, _ = deepspeed.initialize(
-        model=model, model_parameters=[p for p in model.parameters() if p.requires_grad], config=ds_config)
+        model=model, model_parameters=[p for p in model.parameters() if p.requires_grad], config=ds_config,
+        lr_scheduler=deepspeed_config.schedule(cfg.steps, cfg.warmup_ratio))
     sampler = LengthGroupedBatchSampler(dataset.lengths, cfg.micro_batch, seed=cfg.seed, num_replicas=world_size,
                                         rank=rank)
     ckpt_dir = Path(cfg.output_dir) / "checkpoints"

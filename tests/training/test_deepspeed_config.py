@@ -1,12 +1,15 @@
-"""deepspeed_config.build: batch arithmetic (exact or a loud error), torch Adam, schedule, bf16 auto."""
+"""deepspeed_config: batch arithmetic (exact or a loud error), torch Adam, bf16 auto, and the lr schedule."""
+
+import math
 
 import pytest
+import torch
 
 from components.training import deepspeed_config
 
 
 def test_accumulation_is_exact_and_config_is_complete():
-    cfg = deepspeed_config.build(2, 256, 16, 8, 2e-5, 0.0, 1.0, False, 0.03, 5197)
+    cfg = deepspeed_config.build(2, 256, 16, 8, 2e-5, 0.0, 1.0, False)
     assert cfg["gradient_accumulation_steps"] == 2
     assert cfg["train_batch_size"] == 256 == 16 * 8 * 2
     assert cfg["train_micro_batch_size_per_gpu"] == 16
@@ -15,9 +18,38 @@ def test_accumulation_is_exact_and_config_is_complete():
     assert cfg["optimizer"]["params"]["lr"] == 2e-5
     assert cfg["gradient_clipping"] == 1.0
     assert cfg["bf16"] == {"enabled": False}
-    sched = cfg["scheduler"]
-    assert sched["type"] == "WarmupCosineLR"
-    assert sched["params"]["total_num_steps"] == 5197 and sched["params"]["warmup_num_steps"] == 156
+    assert "scheduler" not in cfg  # the schedule is deepspeed_config.schedule (DeepSpeed's gave 2 steps lr 0)
+
+
+def _lrs(total_steps: int, warmup_ratio: float, peak: float = 1.0) -> list[float]:
+    """The lr each optimizer step uses, through a real torch optimizer and the LambdaLR `schedule` builds."""
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=peak)
+    scheduler = deepspeed_config.schedule(total_steps, warmup_ratio)(optimizer)
+    lrs = []
+    for _ in range(total_steps):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    return lrs
+
+
+def test_every_step_trains_warmup_then_cosine():
+    lrs = _lrs(10, 0.1)  # the embedded pretraining: 1 warmup step
+    assert lrs[:2] == [1.0, 1.0] and all(lr > 0 for lr in lrs)
+    assert all(a > b for a, b in zip(lrs[1:-1], lrs[2:], strict=True))  # then strictly decreasing
+    assert lrs[-1] == pytest.approx(0.5 * (1 + math.cos(math.pi * 8 / 9)))  # one step short of the floor
+    paper = _lrs(5197, 0.03)  # LLaVA's finetuning: 156 warmup steps, linear from 1/156 of the peak
+    assert deepspeed_config.warmup_steps(5197, 0.03) == 156
+    assert paper[0] == pytest.approx(1 / 156) and paper[155] == paper[156] == 1.0 and paper[157] < 1.0
+    assert paper[-1] > 0
+    assert _lrs(3, 0.0) == pytest.approx([1.0, 0.75, 0.25])  # no warmup: the cosine from the first step
+
+
+def test_bad_schedule_raises():
+    with pytest.raises(ValueError, match="warmup_ratio"):
+        deepspeed_config.schedule(10, 1.0)
+    with pytest.raises(ValueError, match="total_steps"):
+        deepspeed_config.schedule(0, 0.1)
 
 
 @pytest.mark.parametrize("args", [(10, 4, 1), (256, 16, 3), (8, 3, 2)])
