@@ -31,7 +31,7 @@ class SyntheticDataConfig:
     """Size of the embedded dataset (components/data/synthetic.py)."""
 
     train_scenes: int = 64  # fine-detail scenes for each of pretraining and fine-tuning
-    eval_scenes: int = 8  # held-out scenes per benchmark
+    eval_scenes: int = 6  # held-out scenes per benchmark
     easy_vqa_images: int = 32
     fine_line_scenes: int = 0  # extra fine-tuning scenes asked only about their fine lines (benchmarks/fine_detail)
 
@@ -163,12 +163,12 @@ class ModelConfig:
 class TrainStageConfig:
     """One training stage (components/training/loop.py TrainConfig)."""
 
-    steps: int = 10
+    steps: int = 8
     global_batch: int = 4
     micro_batch: int = 2
-    lr: float = 3e-4
+    lr: float = 1e-3
     weight_decay: float = 0.0
-    warmup_ratio: float = 0.1
+    warmup_ratio: float = 0.03
     zero_stage: int = 2
     max_length: int = 2048
     save_every: int = 0  # optimizer steps between checkpoints; 0 = only at the end
@@ -209,7 +209,7 @@ class RayTrainConfig:
 class TrainConfigs:
     pretrain: TrainStageConfig = field(default_factory=TrainStageConfig)
     # The embedded profile's rate (params.yaml); the paper's 2e-5 is in params/paper-*.yaml.
-    finetune: TrainStageConfig = field(default_factory=lambda: TrainStageConfig(steps=20, lr=2e-4, warmup_ratio=0.03))
+    finetune: TrainStageConfig = field(default_factory=lambda: TrainStageConfig(steps=12, lr=2e-4, warmup_ratio=0.03))
     ray: RayTrainConfig = field(default_factory=RayTrainConfig)
     tune_vision: bool = False  # also train the ViT in finetune (paper Table 4; the authors: "we do not train the ViTs")
     # finetune trains the LLM's top N decoder layers (+ final norm) only; 0 = the whole LLM (LLaVA's recipe). On 2
@@ -238,7 +238,7 @@ class EvalConfig:
     batch_size: int = 8
     decoding: str = "llava"  # llava (greedy everywhere, LLaVA-1.5) | uhd-scripts (UHD eval.sh: 3 or 5 beams)
     num_beams: dict[str, int] = field(default_factory=dict)  # per-benchmark override, e.g. {textvqa: 3}
-    max_new_tokens: int = 16  # 0 = each benchmark's own (LLaVA-1.5: 128); the embedded answers need <= 8
+    max_new_tokens: int = 8  # 0 = each benchmark's own (LLaVA-1.5: 128); the embedded answers need <= 7 (a code: 6 digits + end)
     pre_resize: int = 0  # eval-only: long side forced to this before slicing (UHD's eval scripts: 1024); 0 = off
     extreme_aspect: tuple[str, ...] = ("textvqa",)  # also run with each image padded to twice its long side
 

@@ -38,6 +38,7 @@ from .synthetic_images import (
     TITLES,
     Scene,
     encode_image_file,
+    other_code,
     render_scene,
     scene_size,
 )
@@ -55,6 +56,7 @@ CAPTION_PROMPTS = (  # the instruction pool of LLaVA's LCS-558K
     "Write a terse but informative summary of the picture.",
     "Create a compact narrative representing the image presented.",
 )
+TURNS_PER_SCENE = 6  # questions per fine-tuning scene (of scene_questions' 11-12), plus the fine-line one
 FINETUNE_FOLDERS = ("coco/train2017", "gqa/images", "textvqa/train_images", "ocr_vqa/images", "vg/VG_100K")
 
 # scikit-image sample photos: (file in skimage/data, caption, licence as stated in its docstring)
@@ -151,14 +153,19 @@ def _choice(question: str, options: list[str]) -> str:
 
 def scene_questions(scene: Scene, rng: np.random.Generator) -> list[tuple[str, str]]:
     """Question/answer pairs about one scene in the 665K mix's formats (short answers with LLaVA-1.5's suffix,
-    balanced yes/no, lettered multiple choice); the first always needs the fine detail."""
+    balanced yes/no, lettered multiple choice as A-OKVQA's), each asked about the title, the code and the
+    shapes; the first always needs the fine detail."""
     shape = scene.shapes[0]
     absent = [s for s in SHAPES if s not in scene.shape_names]
     other_colour = [c for c in COLOURS if c != shape.colour][int(rng.integers(len(COLOURS) - 1))]
     titles = [scene.title, *rng.permutation([t for t in TITLES if t != scene.title])[:3].tolist()]
     titles = [titles[k] for k in rng.permutation(4)]
+    codes = [scene.code, *(other_code(scene.code, rng) for _ in range(2))]
+    codes = [codes[k] for k in rng.permutation(3)]
     qa = [
         ("What is the six-digit code printed in small type?", scene.code),
+        (f"Is the small code in this image {scene.code}?", "Yes"),
+        (f"Is the small code in this image {next(c for c in codes if c != scene.code)}?", "No"),
         ("What word is written in large letters?", scene.title),
         (f"What color is the {shape.shape}?", shape.colour),
         ("How many shapes are there besides the text?", str(len(scene.shapes))),
@@ -169,7 +176,8 @@ def scene_questions(scene: Scene, rng: np.random.Generator) -> list[tuple[str, s
     if absent:
         qa.append((f"Is there a {absent[int(rng.integers(len(absent)))]} in the image?", "No"))
     short = [(f"{q}\n{SHORT_ANSWER}", a) for q, a in qa]
-    return short + [(_choice("Which word is written in large letters?", titles), "ABCD"[titles.index(scene.title)])]
+    return short + [(_choice("Which word is written in large letters?", titles), "ABCD"[titles.index(scene.title)]),
+                    (_choice("Which number is printed in small type?", codes), "ABCD"[codes.index(scene.code)])]
 
 
 def _conversation(pairs: list[tuple[str, str]], with_image: bool) -> list[dict]:
@@ -217,9 +225,10 @@ def _finetune(writer: DatasetWriter, spec: SyntheticSpec, rng: np.random.Generat
         folder = FINETUNE_FOLDERS[i % len(FINETUNE_FOLDERS)]
         rel = writer.write_scene(f"{folder}/{100000 + i:012d}", image, i + 1)
         qa = scene_questions(scene, rng)
-        # every question in one multi-turn sample, as the 665K mix groups VQAv2's: the ~450 visual tokens
-        # dominate the sequence, so each extra answer is supervision at almost no cost
-        keep = [qa[0], *[qa[j] for j in rng.permutation(np.arange(1, len(qa)))]]
+        # many questions in one multi-turn sample, as the 665K mix groups VQAv2's: the ~450 visual tokens
+        # dominate the sequence, so each extra answer is cheap supervision; a random TURNS_PER_SCENE of them
+        # keeps each sample's text (~35 tokens a turn) from outgrowing its image
+        keep = [qa[0], *[qa[j] for j in rng.permutation(np.arange(1, len(qa)))[: TURNS_PER_SCENE - 1]]]
         if scene.lines:  # every scene that has the lines is asked about them (the signal a tiny model can learn)
             keep.insert(int(rng.integers(len(keep) + 1)), fine_lines_question(scene))
         samples.append({"id": f"{100000 + i:012d}", "image": rel, "conversations": _conversation(keep, True)})

@@ -30,6 +30,7 @@ from .synthetic_images import (
     SHAPES,
     TITLES,
     Scene,
+    other_code,
     render_scene,
     scene_size,
 )
@@ -50,13 +51,6 @@ def _scenes(writer, rng, spec, folder: str, stem, max_side: int | None = None, v
         image, scene = render_scene(rng, width, height)
         rel = writer.write_scene(f"eval/{folder}/{stem(i)}", image, variant)
         yield rel.removeprefix(f"eval/{folder}/"), scene, image
-
-
-def _other_code(code: str, rng) -> str:
-    while True:
-        other = f"{int(rng.integers(0, 10**6)):06d}"
-        if other != code:
-            return other
 
 
 def textvqa(writer, spec, rng) -> None:
@@ -170,7 +164,7 @@ def _mme_pairs(task: str, scene: Scene, rng) -> list[tuple[str, str]]:
     shape = scene.shapes[0]
     if task == "OCR":
         return [(f"Is the small code in this image {scene.code}?", "Yes"),
-                (f"Is the small code in this image {_other_code(scene.code, rng)}?", "No")]
+                (f"Is the small code in this image {other_code(scene.code, rng)}?", "No")]
     if task == "color":
         other = next(c for c in COLOURS if c != shape.colour)
         return [(f"Is the {shape.shape} {shape.colour}?", "Yes"), (f"Is the {shape.shape} {other}?", "No")]
@@ -183,7 +177,7 @@ def scienceqa(writer, spec, rng) -> None:
     scenes = _scenes(writer, rng, spec, "scienceqa", lambda i: f"images/test/{i + 1}/image", variant=5)
     for i, (_, scene, _) in enumerate(scenes):
         pid = str(i + 1)
-        choices = [scene.code, _other_code(scene.code, rng), _other_code(scene.code, rng)]
+        choices = [scene.code, other_code(scene.code, rng), other_code(scene.code, rng)]
         order = rng.permutation(3)
         choices = [choices[k] for k in order]
         answer = int(np.where(order == 0)[0][0])

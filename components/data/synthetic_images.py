@@ -161,6 +161,14 @@ def render_scene(rng: np.random.Generator, width: int, height: int,
     return image, Scene(width, height, title, code, code_box, tuple(shapes), lines, period)
 
 
+def other_code(code: str, rng: np.random.Generator) -> str:
+    """A six-digit code that is not `code` (a wrong option or a "No" question)."""
+    while True:
+        other = f"{int(rng.integers(0, 10**6)):06d}"
+        if other != code:
+            return other
+
+
 def encode_image_file(image: Image.Image, variant: int) -> tuple[bytes, str]:
     """Vary the container so decoding paths are exercised: JPEG, PNG, palette+transparency, EXIF-rotated.
     The *displayed* image is always `image` (orientation is undone by EXIF)."""

@@ -12,7 +12,8 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from components.data.synthetic import SyntheticSpec, build_synthetic
+from components.data.conversation import LETTER_ANSWER, SHORT_ANSWER
+from components.data.synthetic import SyntheticSpec, build_synthetic, scene_questions
 from components.data.synthetic_eval import FINE_DETAIL_PER_SCENE
 from components.data.synthetic_images import (
     FINE_LINES_MIN_SIDE,
@@ -85,6 +86,25 @@ def test_finetune_file_is_665k_style(root):
     folders = {s["image"].split("/")[0] for s in samples if "image" in s}
     assert folders == {"coco", "gqa", "textvqa", "ocr_vqa", "vg"}
     assert max(len(s["conversations"]) for s in samples) >= 4  # multi-turn
+
+
+def test_scene_questions_cover_the_665k_formats_with_right_answers():
+    """Every kind of question about the title, the code and the shapes, in each response format, answered from the
+    scene's ground truth: short answers, balanced yes/no (the code too), lettered choices (title and code)."""
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        image, scene = render_scene(rng, 1024, 768)
+        qa = scene_questions(scene, rng)
+        assert qa[0] == (f"What is the six-digit code printed in small type?\n{SHORT_ANSWER}", scene.code)
+        yes_no = [(q, a) for q, a in qa if q.startswith("Is ")]
+        assert Counter(a for _, a in yes_no)["Yes"] == 3 and Counter(a for _, a in yes_no)["No"] in (2, 3)
+        code_checks = {a: q for q, a in yes_no if "small code" in q}
+        assert scene.code in code_checks["Yes"] and scene.code not in code_checks["No"]
+        choices = [(q, a) for q, a in qa if q.endswith(LETTER_ANSWER)]
+        assert len(choices) == 2
+        for question, letter in choices:
+            option = dict(line.split(". ", 1) for line in question.splitlines() if line[:2] in ("A.", "B.", "C.", "D."))
+            assert option[letter] in (scene.title, scene.code)
 
 
 def test_images_are_high_resolution_any_aspect_and_exercise_decoders(root):
