@@ -11,6 +11,7 @@ RaySettings, EvalPlan, GateConfig, validate_annotations) take theirs from here, 
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -19,11 +20,20 @@ from pathlib import Path
 import yaml
 
 from components.compression import COMPRESSORS, RESAMPLER
-from components.slicing.strategies import check_strategy, plan_layout
+from components.slicing.strategies import ANYRES_PRESETS, PRESETS, STRATEGIES, check_strategy, plan_layout
 
 
 class ConfigError(ValueError):
     pass
+
+
+class FieldError(ConfigError):
+    """One value that breaks its rule; `parse` prefixes the params path, so the message names the exact key."""
+
+
+def _require(ok: bool, name: str, allowed: str, value) -> None:
+    if not ok:
+        raise FieldError(f"{name}: must be {allowed}, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -36,9 +46,8 @@ class SyntheticDataConfig:
     fine_line_scenes: int = 0  # extra fine-tuning scenes asked only about their fine lines (benchmarks/fine_detail)
 
     def __post_init__(self):
-        if self.train_scenes < 1 or self.eval_scenes < 1 or self.easy_vqa_images < 0 or self.fine_line_scenes < 0:
-            raise ConfigError("data.synthetic: train_scenes and eval_scenes must be >= 1, easy_vqa_images and "
-                              "fine_line_scenes >= 0")
+        for name, low in (("train_scenes", 1), ("eval_scenes", 1), ("easy_vqa_images", 0), ("fine_line_scenes", 0)):
+            _require(getattr(self, name) >= low, name, f">= {low}", getattr(self, name))
 
 
 @dataclass(frozen=True)
@@ -49,8 +58,8 @@ class HubDataConfig:
     workers: int = 4  # parallel downloads
 
     def __post_init__(self):
-        if self.limit < 0 or self.workers < 1:
-            raise ConfigError("data.hub: limit must be >= 0 and workers >= 1")
+        _require(self.limit >= 0, "limit", ">= 0 (0 = everything)", self.limit)
+        _require(self.workers >= 1, "workers", ">= 1", self.workers)
 
 
 @dataclass(frozen=True)
@@ -61,8 +70,7 @@ class DataConfig:
     hub: HubDataConfig = field(default_factory=HubDataConfig)
 
     def __post_init__(self):
-        if self.source not in ("synthetic", "hub"):
-            raise ConfigError(f"data.source must be synthetic or hub, got {self.source!r}")
+        _require(self.source in ("synthetic", "hub"), "source", "synthetic or hub", self.source)
 
 
 @dataclass(frozen=True)
@@ -76,10 +84,10 @@ class ValidateConfig:
     max_quarantine_fraction: float = 0.2  # the stage fails above this share: something is badly wrong
 
     def __post_init__(self):
-        if not 0 <= self.full_decode_fraction <= 1 or not 0 <= self.max_quarantine_fraction <= 1:
-            raise ConfigError("validate.full_decode_fraction and validate.max_quarantine_fraction must be in [0, 1]")
-        if self.max_pixels < 1 or self.workers < 0:
-            raise ConfigError("validate.max_pixels must be >= 1 and validate.workers >= 0")
+        for name in ("full_decode_fraction", "max_quarantine_fraction"):
+            _require(0 <= getattr(self, name) <= 1, name, "in [0, 1]", getattr(self, name))
+        _require(self.max_pixels >= 1, "max_pixels", ">= 1", self.max_pixels)
+        _require(self.workers >= 0, "workers", ">= 0 (0 = one per core)", self.workers)
 
 
 @dataclass(frozen=True)
@@ -91,12 +99,11 @@ class SlicingConfig:
     anyres_preset: str = "onevision"  # onevision (HF arithmetic) | onevision-repo (LLaVA-NeXT's)
 
     def __post_init__(self):
-        try:
-            check_strategy("uhd", self.preset)
-            check_strategy("anyres", self.anyres_preset)
-            check_strategy(self.strategy, self.active_preset)
-        except ValueError as err:
-            raise ConfigError(str(err)) from None
+        _require(self.strategy in STRATEGIES, "strategy", f"one of {list(STRATEGIES)}", self.strategy)
+        _require(self.preset in PRESETS, "preset", f"one of {sorted(PRESETS)}", self.preset)
+        _require(self.anyres_preset in ANYRES_PRESETS, "anyres_preset", f"one of {sorted(ANYRES_PRESETS)}",
+                 self.anyres_preset)
+        check_strategy(self.strategy, self.active_preset)  # the pairing itself (baselines name their own)
 
     @property
     def active_preset(self) -> str:
@@ -113,8 +120,8 @@ class LayoutsConfig:
     workers: int = 0  # processes; 0 = one per core
 
     def __post_init__(self):
-        if self.batch_rows < 1 or self.workers < 0:
-            raise ConfigError("layouts.batch_rows must be >= 1 and layouts.workers >= 0")
+        _require(self.batch_rows >= 1, "batch_rows", ">= 1", self.batch_rows)
+        _require(self.workers >= 0, "workers", ">= 0 (0 = one per core)", self.workers)
 
 
 @dataclass(frozen=True)
@@ -149,14 +156,13 @@ class ModelConfig:
     llm_layers: int = 2
 
     def __post_init__(self):
-        if self.architecture not in ARCHITECTURES:
-            raise ConfigError(f"model.architecture must be one of {list(ARCHITECTURES)}, got {self.architecture!r}")
-        if self.tokenizer not in ("llama", "gpt2", "smollm2"):
-            raise ConfigError(f"model.tokenizer must be llama, gpt2 or smollm2, got {self.tokenizer!r}")
-        if self.conversation not in ("vicuna_v1", "chat_template"):
-            raise ConfigError(f"model.conversation must be vicuna_v1 or chat_template, got {self.conversation!r}")
-        if min(self.vision_hidden, self.vision_layers, self.llm_hidden, self.llm_layers) < 1:
-            raise ConfigError("model: hidden sizes and layer counts must be >= 1")
+        _require(self.architecture in ARCHITECTURES, "architecture", f"one of {list(ARCHITECTURES)}",
+                 self.architecture)
+        _require(self.tokenizer in ("llama", "gpt2", "smollm2"), "tokenizer", "llama, gpt2 or smollm2", self.tokenizer)
+        _require(self.conversation in ("vicuna_v1", "chat_template"), "conversation", "vicuna_v1 or chat_template",
+                 self.conversation)
+        for name in ("vision_hidden", "vision_layers", "llm_hidden", "llm_layers"):
+            _require(getattr(self, name) >= 1, name, ">= 1", getattr(self, name))
 
 
 @dataclass(frozen=True)
@@ -178,16 +184,17 @@ class TrainStageConfig:
     gradient_checkpointing: bool = False  # paper: true (activations are most of the memory at seq 2048)
 
     def __post_init__(self):
-        if min(self.steps, self.global_batch, self.micro_batch, self.max_length) < 1:
-            raise ConfigError("train: steps, global_batch, micro_batch and max_length must be >= 1")
-        if self.global_batch % self.micro_batch:
-            raise ConfigError("train: global_batch must be a multiple of micro_batch")
-        if self.lr <= 0 or self.weight_decay < 0 or not 0 <= self.warmup_ratio <= 1:
-            raise ConfigError("train: lr must be > 0, weight_decay >= 0 and warmup_ratio in [0, 1]")
-        if self.autocast not in ("auto", "bf16", "off"):
-            raise ConfigError(f"train: autocast must be auto, bf16 or off, got {self.autocast!r}")
-        if self.zero_stage not in (0, 1, 2, 3) or self.save_every < 0 or self.limit < 0:
-            raise ConfigError("train: zero_stage must be 0-3, save_every and limit >= 0")
+        for name in ("steps", "global_batch", "micro_batch", "max_length"):
+            _require(getattr(self, name) >= 1, name, ">= 1", getattr(self, name))
+        _require(self.global_batch % self.micro_batch == 0, "global_batch",
+                 f"a multiple of micro_batch ({self.micro_batch})", self.global_batch)
+        _require(self.lr > 0, "lr", "> 0", self.lr)
+        _require(self.weight_decay >= 0, "weight_decay", ">= 0", self.weight_decay)
+        _require(0 <= self.warmup_ratio < 1, "warmup_ratio", "in [0, 1)", self.warmup_ratio)
+        _require(self.autocast in ("auto", "bf16", "off"), "autocast", "auto, bf16 or off", self.autocast)
+        _require(self.zero_stage in (0, 1, 2, 3), "zero_stage", "0, 1, 2 or 3", self.zero_stage)
+        _require(self.save_every >= 0, "save_every", ">= 0 (0 = only at the end)", self.save_every)
+        _require(self.limit >= 0, "limit", ">= 0 (0 = all)", self.limit)
 
 
 @dataclass(frozen=True)
@@ -201,8 +208,10 @@ class RayTrainConfig:
     threads_per_worker: int = 0
 
     def __post_init__(self):
-        if self.num_workers < 1 or self.max_failures < 0 or self.threads_per_worker < 0:
-            raise ConfigError("train.ray: num_workers must be >= 1, max_failures and threads_per_worker >= 0")
+        _require(self.num_workers >= 1, "num_workers", ">= 1", self.num_workers)
+        _require(self.max_failures >= 0, "max_failures", ">= 0", self.max_failures)
+        _require(self.threads_per_worker >= 0, "threads_per_worker", ">= 0 (0 = cores / workers)",
+                 self.threads_per_worker)
 
 
 @dataclass(frozen=True)
@@ -217,8 +226,14 @@ class TrainConfigs:
     finetune_llm_layers: int = 6
 
     def __post_init__(self):
-        if self.finetune_llm_layers < 0:
-            raise ConfigError("train.finetune_llm_layers must be >= 0 (0 = the whole LLM)")
+        _require(self.finetune_llm_layers >= 0, "finetune_llm_layers", ">= 0 (0 = the whole LLM)",
+                 self.finetune_llm_layers)
+        per_step = self.ray.num_workers
+        for stage in ("pretrain", "finetune"):  # DeepSpeed needs global = micro x workers x accumulation exactly
+            recipe = getattr(self, stage)
+            _require(recipe.global_batch % (recipe.micro_batch * per_step) == 0, f"{stage}.global_batch",
+                     f"a multiple of {stage}.micro_batch x ray.num_workers ({recipe.micro_batch} x {per_step})",
+                     recipe.global_batch)
 
 
 @dataclass(frozen=True)
@@ -238,22 +253,20 @@ class EvalConfig:
     batch_size: int = 8
     decoding: str = "llava"  # llava (greedy everywhere, LLaVA-1.5) | uhd-scripts (UHD eval.sh: 3 or 5 beams)
     num_beams: dict[str, int] = field(default_factory=dict)  # per-benchmark override, e.g. {textvqa: 3}
-    max_new_tokens: int = 8  # 0 = each benchmark's own (LLaVA-1.5: 128); the embedded answers need <= 7 (a code: 6 digits + end)
+    max_new_tokens: int = 8  # 0 = each benchmark's own (LLaVA-1.5: 128); embedded answers: <= 7 (6 digits + end)
     pre_resize: int = 0  # eval-only: long side forced to this before slicing (UHD's eval scripts: 1024); 0 = off
     extreme_aspect: tuple[str, ...] = ("textvqa",)  # also run with each image padded to twice its long side
 
     def __post_init__(self):
-        unknown = sorted(set(self.benchmarks) - set(BENCHMARKS))
-        subsets = set(self.extreme_aspect) <= set(self.benchmarks) and set(self.num_beams) <= set(BENCHMARKS)
-        if unknown or not subsets:
-            raise ConfigError(f"eval: benchmarks, extreme_aspect and num_beams keys must be among {list(BENCHMARKS)}"
-                              f" (extreme_aspect a subset of benchmarks); got unknown {unknown}")
-        if self.decoding not in ("llava", "uhd-scripts"):
-            raise ConfigError(f"eval.decoding must be llava or uhd-scripts, got {self.decoding!r}")
-        if self.batch_size < 1 or min(self.max_new_tokens, self.pre_resize) < 0:
-            raise ConfigError("eval: batch_size must be >= 1; max_new_tokens and pre_resize >= 0")
-        if any(b < 1 for b in self.num_beams.values()):
-            raise ConfigError("eval.num_beams: beam counts must be >= 1")
+        _require(set(self.benchmarks) <= set(BENCHMARKS), "benchmarks", f"among {list(BENCHMARKS)}", self.benchmarks)
+        _require(set(self.extreme_aspect) <= set(self.benchmarks), "extreme_aspect", "a subset of eval.benchmarks",
+                 self.extreme_aspect)
+        _require(set(self.num_beams) <= set(BENCHMARKS), "num_beams", f"keyed by {list(BENCHMARKS)}", self.num_beams)
+        _require(all(b >= 1 for b in self.num_beams.values()), "num_beams", "beam counts >= 1", self.num_beams)
+        _require(self.decoding in ("llava", "uhd-scripts"), "decoding", "llava or uhd-scripts", self.decoding)
+        _require(self.batch_size >= 1, "batch_size", ">= 1", self.batch_size)
+        _require(self.max_new_tokens >= 0, "max_new_tokens", ">= 0 (0 = each benchmark's own)", self.max_new_tokens)
+        _require(self.pre_resize >= 0, "pre_resize", ">= 0 (0 = off)", self.pre_resize)
 
 
 @dataclass(frozen=True)
@@ -266,8 +279,10 @@ class RegistryConfig:
     max_quarantine_increase: float = 0.01  # validation regression gate: quarantined share vs the champion's
 
     def __post_init__(self):
-        if not self.model_name or self.tolerance < 0 or self.max_quarantine_increase < 0:
-            raise ConfigError("registry: model_name must be set; tolerance and max_quarantine_increase >= 0")
+        _require(bool(self.model_name), "model_name", "a non-empty name", self.model_name)
+        _require(self.tolerance >= 0, "tolerance", ">= 0 (points)", self.tolerance)
+        _require(self.max_quarantine_increase >= 0, "max_quarantine_increase", ">= 0 (a fraction)",
+                 self.max_quarantine_increase)
 
 
 @dataclass(frozen=True)
@@ -286,8 +301,7 @@ class Params:
     spatial_schema: bool = True
 
     def __post_init__(self):
-        if self.compressor not in COMPRESSORS:
-            raise ConfigError(f"compressor must be one of {', '.join(COMPRESSORS)}, got {self.compressor!r}")
+        _require(self.compressor in COMPRESSORS, "compressor", f"one of {list(COMPRESSORS)}", self.compressor)
 
 
 def parse(cls, data, path: str = ""):
@@ -307,6 +321,8 @@ def parse(cls, data, path: str = ""):
         values[f.name] = _coerce(hints[f.name], data[f.name], key)
     try:
         return cls(**values)
+    except FieldError as err:
+        raise ConfigError(f"{path}.{err}" if path else str(err)) from None
     except ConfigError:
         raise
     except (TypeError, ValueError) as err:
@@ -340,6 +356,8 @@ def _coerce(hint, value, key):
         raise ConfigError(f"{key}: {value!r} does not match {hint}")
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if hint is float and isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{key}: must be a finite number, got {value!r}")  # NaN compares False: gates would open
     if hint is bool and not isinstance(value, bool) or hint is not bool and isinstance(value, bool):
         raise ConfigError(f"{key}: expected {hint.__name__}, got {value!r}")
     if not isinstance(value, hint):
@@ -351,6 +369,27 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"{path} not found: run from the repository root or pass --params")
-    with path.open() as fh:
-        data = yaml.safe_load(fh) or {}
+    try:
+        data = yaml.load(path.read_text(), Loader=_StrictLoader) or {}
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{path}: not valid YAML{where}: {err.problem or err.context}") from None
     return parse(Params, data)
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """safe_load, except that a key given twice in one mapping is an error (PyYAML keeps the last silently)."""
+
+
+def _mapping_once(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+        seen.add(key)
+    return loader.construct_mapping(node, deep=deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_once)

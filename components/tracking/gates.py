@@ -102,7 +102,7 @@ def gate_headline_tolerance(candidate: Figures, champion: Figures | None, headli
             continue  # headline_present already reports it
         if old is None:
             notes.append(f"{bench}: champion has no score to compare")
-        elif new < old - tolerance:
+        elif not new >= old - tolerance:  # not `new < old - tolerance`: a NaN anywhere must fail, not pass
             reasons.append(f"{bench}: {new:g} is {old - new:g} points below the champion's {old:g} "
                            f"(tolerance {tolerance:g})")
     return _gate(reasons, notes)
@@ -121,7 +121,7 @@ def gate_validation(candidate: Figures, champion: Figures | None, max_increase: 
         old = champion.validation.get(key)
         if old is None:
             notes.append(f"validation.{key}: champion has no figure to compare")
-        elif new > old + max_increase:
+        elif not new <= old + max_increase:  # fails closed on NaN
             reasons.append(f"validation.{key}: quarantined fraction {new:.4f} vs champion's {old:.4f} "
                            f"(more than +{max_increase:g})")
     return _gate(reasons, notes)
@@ -131,6 +131,11 @@ def check_gates(candidate: Figures, champion: Figures | None, headline: Iterable
                 max_quarantine_increase: float) -> dict:
     """{"passed": bool, "reasons": [...], "gates": {name: {"passed", "reasons", "notes"}}}."""
     headline = tuple(headline)
+    limits = {"registry.tolerance": tolerance, "registry.max_quarantine_increase": max_quarantine_increase}
+    broken = [f"{key} must be a finite number >= 0, got {value!r}" for key, value in limits.items()
+              if not (math.isfinite(value) and value >= 0)]
+    if broken:  # every comparison against NaN is False: a gate written `if worse: fail` would pass everything
+        return {"passed": False, "reasons": broken, "gates": {}}
     gates = {"headline_present": gate_headline_present(candidate, headline),
              "headline_tolerance": gate_headline_tolerance(candidate, champion, headline, tolerance),
              "validation": gate_validation(candidate, champion, max_quarantine_increase)}

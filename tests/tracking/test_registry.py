@@ -101,6 +101,21 @@ def test_gates_tolerance_and_validation_reasons():
     assert not result["gates"]["validation"]["passed"] and "validation.sets.finetune" in result["reasons"][0]
 
 
+def test_gates_fail_closed_on_nan():
+    """The audit's case: a candidate scoring 5 against a champion's 80, 90% quarantined, NaN limits. Every
+    comparison with NaN is False, so the gates are written to pass only when the comparison holds."""
+    champ, nan = figures(), float("nan")
+    bad = figures({**BASE, "pope": 5.0}, validate={**VALID, "sets": {"finetune": {"quarantined_fraction": 0.9}}})
+    for tolerance, increase in ((nan, 0.01), (0.5, nan), (nan, nan), (float("inf"), 0.01)):
+        result = g.check_gates(bad, champ, HEADLINE, tolerance, increase)
+        assert not result["passed"] and all("must be a finite number >= 0" in r for r in result["reasons"])
+    assert not g.check_gates(figures(), champ, HEADLINE, nan, 0.01)["passed"]  # even a candidate equal to it
+    nan_scores = g.Figures({**champ.headline, "pope": nan}, {}, champ.validation)
+    assert not g.gate_headline_tolerance(nan_scores, champ, HEADLINE, 0.5)["passed"]
+    nan_quarantine = g.Figures(champ.headline, {}, {**champ.validation, "overall": nan})
+    assert not g.gate_validation(nan_quarantine, champ, 0.01)["passed"]
+
+
 # -- the registry ----------------------------------------------------------------------------------------------
 def test_first_candidate_becomes_champion_with_provenance_tags(reg, store, tmp_path):
     log = tmp_path / "promotions.jsonl"
