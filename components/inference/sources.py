@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
+from components.tracking.credentials import redact_credentials
+
 RUN_ID = re.compile(r"[0-9a-f]{32}")
 LOGGED_MODEL_ID = re.compile(r"m-[0-9a-f]{32}")
 MODEL_URI_SCHEMES = ("models:/", "runs:/")
@@ -67,7 +69,7 @@ def run_model_uri(run_id: str, tracking_uri: str) -> str:
     try:
         run = client.get_run(run_id)
     except MlflowException as err:
-        raise ModelNotFound(f"no MLflow run {run_id} in {tracking_uri}") from err
+        raise ModelNotFound(f"no MLflow run {run_id} in {redact_credentials(tracking_uri)}") from err
     models = client.search_logged_models([run.info.experiment_id], filter_string=f"source_run_id = '{run_id}'",
                                          order_by=[{"field_name": "creation_timestamp", "ascending": False}])
     if not models:
@@ -100,7 +102,8 @@ def download(uri: str, tracking_uri: str, dst_path: str | Path) -> ModelSource:
         local = mlflow.artifacts.download_artifacts(artifact_uri=location, dst_path=str(dst_path),
                                                     tracking_uri=tracking_uri)
     except MlflowException as err:
-        raise ModelNotFound(f"{uri} not found in {tracking_uri}: {err.message}") from err
+        where = redact_credentials(f"{tracking_uri}: {err.message}")
+        raise ModelNotFound(f"{uri} not found in {where}") from err
     flavor = Model.load(local).flavors.get("python_function", {})
     artifacts = flavor.get("artifacts") or {}
     if "model" not in artifacts:
@@ -138,10 +141,11 @@ def default_source(model_name: str, tracking_uri: str, fallback_dir: str | Path 
     """(source, why) when the user names no model: the registry's `model_name@alias` when it exists, else the
     finetune stage's output directory, else ModelNotFound saying how to get one."""
     if alias_exists(model_name, alias, tracking_uri):
-        return f"models:/{model_name}@{alias}", f"registry alias {alias} in {tracking_uri}"
+        return f"models:/{model_name}@{alias}", f"registry alias {alias} in {redact_credentials(tracking_uri)}"
     if (Path(fallback_dir) / "config.json").is_file():
-        return str(fallback_dir), (f"no models:/{model_name}@{alias} in {tracking_uri}; "
+        return str(fallback_dir), (f"no models:/{model_name}@{alias} in {redact_credentials(tracking_uri)}; "
                                    "using the finetune stage's output")
-    raise ModelNotFound(f"no model to use: models:/{model_name}@{alias} is not in the registry at {tracking_uri} "
-                        f"and {fallback_dir}/ does not exist. Run `dvc repro finetune` (then `dvc repro` to evaluate "
-                        "and register a champion), or pass --model SOURCE")
+    raise ModelNotFound(f"no model to use: models:/{model_name}@{alias} is not in the registry at "
+                        f"{redact_credentials(tracking_uri)} and {fallback_dir}/ does not exist. Run "
+                        "`dvc repro finetune` (then `dvc repro` to evaluate and register a champion), "
+                        "or pass --model SOURCE")

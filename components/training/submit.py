@@ -37,12 +37,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
 
+from components.tracking.credentials import strip_credentials
+
 JOB_SCHEMES = ("http://", "https://")
+# Secrets never travel: DVC remote passwords, dotenv files, keys and credentials files, wherever they sit.
+SECRETS = (".dvc/config.local", "**/.env", "**/.env.*", "**/.netrc", "**/*.pem", "**/*.key", "**/.aws", "**/.ssh",
+           "**/credentials.json")
 # Caches and local state never travel; the stage outputs are written on shared storage instead.
 # Ray would also drop everything .gitignore lists, which includes the DVC-tracked data the job needs
 # (data/validated, data/layouts, data/raw, models/pretrain), so .gitignore is switched off and this list rules.
 EXCLUDES = (".git", ".venv", ".dvc/cache", ".dvc/tmp", "ray_results", "mlruns", "mlflow.db", "**/__pycache__",
-            ".pytest_cache", ".hypothesis", ".ruff_cache", "*.egg-info", "dvc_plots", "scratch", "models/finetune")
+            ".pytest_cache", ".hypothesis", ".ruff_cache", "*.egg-info", "dvc_plots", "scratch", "models/finetune",
+            *SECRETS)
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 
 
@@ -99,8 +105,8 @@ def entrypoint(spec: SubmitSpec) -> str:
 def runtime_env(spec: SubmitSpec, tracking_uri: str | None = None) -> dict:
     env_vars = {k: str(v) for k, v in spec.env.items()}
     forwarded = os.environ.get("MLFLOW_TRACKING_URI") or (tracking_uri if is_loopback(spec.address) else None)
-    if forwarded:
-        env_vars.setdefault("MLFLOW_TRACKING_URI", forwarded)
+    if forwarded:  # without user:password: the job's environment is readable on the dashboard
+        env_vars.setdefault("MLFLOW_TRACKING_URI", strip_credentials(forwarded))
     env = {"working_dir": str(spec.repo), "excludes": [*EXCLUDES, *spec.excludes], "env_vars": env_vars}
     if spec.runtime_pip:
         lock = (spec.repo / "requirements.lock").read_text().splitlines()
