@@ -19,7 +19,9 @@ The contract, end to end:
 
 MLflow: the job logs wherever `tracking.uri` / the cluster's $MLFLOW_TRACKING_URI point. A submitter's own
 $MLFLOW_TRACKING_URI is forwarded; on a loopback head the submitter's resolved URI is forwarded too (same disk),
-so the run lands in the checkout's mlflow.db rather than in the deleted temp copy.
+so the run lands in the checkout's mlflow.db rather than in the deleted temp copy. Forwarded URIs lose any
+user:password (the dashboard shows a job's environment): the cluster sets MLFLOW_TRACKING_USERNAME/_PASSWORD.
+Secret files (SECRETS: .dvc/config.local, .env, keys) are never in the uploaded package.
 """
 
 from __future__ import annotations
