@@ -7,7 +7,8 @@
   MLmodel names the model and tokenizer directories (`artifacts/<dir name>`) and the tokenizer kind
   (`model_config.tokenizer`), so the transformers directory is read as is, without unpickling the PythonModel.
 - a run id (32 hex digits): the newest model logged in that run; a bare `m-<id>`: that logged model.
-- a directory with `config.json`: itself (the tokenizer comes from the caller, or the directory when it holds one).
+- a complete `save_pretrained` directory (config.json + weights; a partial one is refused): itself (the tokenizer
+  comes from the caller, or the directory when it holds one).
 
 MLflow is imported lazily: a local directory needs no tracking store.
 """
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
+from components.model.build import missing_model_files
 from components.tracking.credentials import redact_credentials
 
 RUN_ID = re.compile(r"[0-9a-f]{32}")
@@ -54,8 +56,9 @@ def resolve(source: str, tracking_uri: str, dst_path: str | Path) -> ModelSource
 
 
 def local_dir(path: Path) -> ModelSource:
-    if not (path / "config.json").is_file():
-        raise ModelNotFound(f"{path} has no config.json: not a save_pretrained model directory")
+    missing = missing_model_files(path)
+    if missing:
+        raise ModelNotFound(f"{path} is not a complete save_pretrained model directory (missing {', '.join(missing)})")
     has_tokenizer = (path / "tokenizer.json").is_file()
     return ModelSource(path, path if has_tokenizer else None, None, None)
 
@@ -142,10 +145,12 @@ def default_source(model_name: str, tracking_uri: str, fallback_dir: str | Path 
     finetune stage's output directory, else ModelNotFound saying how to get one."""
     if alias_exists(model_name, alias, tracking_uri):
         return f"models:/{model_name}@{alias}", f"registry alias {alias} in {redact_credentials(tracking_uri)}"
-    if (Path(fallback_dir) / "config.json").is_file():
+    missing = missing_model_files(fallback_dir)
+    if not missing:  # a half-written folder is no fallback
         return str(fallback_dir), (f"no models:/{model_name}@{alias} in {redact_credentials(tracking_uri)}; "
                                    "using the finetune stage's output")
+    state = f"is incomplete (missing {', '.join(missing)})" if Path(fallback_dir).exists() else "does not exist"
     raise ModelNotFound(f"no model to use: models:/{model_name}@{alias} is not in the registry at "
-                        f"{redact_credentials(tracking_uri)} and {fallback_dir}/ does not exist. Run "
+                        f"{redact_credentials(tracking_uri)} and {fallback_dir}/ {state}. Run "
                         "`dvc repro finetune` (then `dvc repro` to evaluate and register a champion), "
                         "or pass --model SOURCE")

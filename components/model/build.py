@@ -20,6 +20,7 @@ factory decides what the weights are, never how they are trained.
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -151,9 +152,30 @@ def load_exported_weights(model: LlavaUhdForConditionalGeneration, state: dict, 
         raise ValueError(f"{source} does not fit this model: missing {untied}, unexpected {unexpected}")
 
 
+def missing_model_files(model_dir: str | Path) -> list[str]:
+    """What a `save_pretrained` directory lacks to be whole: config.json and the weights (one safetensors file,
+    or an index and every shard it names). Empty = complete."""
+    path = Path(model_dir)
+    missing = [] if (path / "config.json").is_file() else ["config.json"]
+    index = path / "model.safetensors.index.json"
+    if index.is_file():
+        shards = sorted(set(json.loads(index.read_text()).get("weight_map", {}).values()))
+        return missing + [s for s in shards if not (path / s).is_file()]
+    return missing + ([] if (path / "model.safetensors").is_file() else ["model.safetensors"])
+
+
+def check_model_dir(model_dir: str | Path) -> Path:
+    """`model_dir`, or a clear error when it is not a whole model (an interrupted export, a copy in progress)."""
+    missing = missing_model_files(model_dir)
+    if missing:
+        raise FileNotFoundError(f"{model_dir} is not a complete save_pretrained model (missing {', '.join(missing)}): "
+                                "re-run the stage that writes it (e.g. `dvc repro finetune`)")
+    return Path(model_dir)
+
+
 def load_saved_model(model_dir: str | Path, device: str | torch.device = "cpu") -> LlavaUhdForConditionalGeneration:
     """A `save_pretrained` directory (config.json + model.safetensors), on `device`, in eval mode."""
-    return LlavaUhdForConditionalGeneration.from_pretrained(str(model_dir)).to(device).eval()
+    return LlavaUhdForConditionalGeneration.from_pretrained(str(check_model_dir(model_dir))).to(device).eval()
 
 
 def load_tokenizer_for(model: LlavaUhdForConditionalGeneration, kind: str, asset_dir: str | Path):

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from components.model.build import build_model, load_tokenizer
+from components.model.build import build_model, check_model_dir, load_tokenizer
 
 from .loop import TrainConfig
 
@@ -53,9 +54,16 @@ def export_checkpoint(cfg: TrainConfig, checkpoint_dir: str | Path, out_dir: str
     model = build_model(cfg, tokenizer)
     model.load_state_dict(module_state(checkpoint_dir, cfg.zero_stage), strict=True)
     out = Path(out_dir)
+    # Written beside the target, then swapped in by renames: a reader never sees a half-written model, and an
+    # interrupted export leaves the previous one in place (check_model_dir refuses a partial folder anyway).
+    partial, old = out.with_name(f"{out.name}.partial-{os.getpid()}"), out.with_name(f"{out.name}.old-{os.getpid()}")
+    shutil.rmtree(partial, ignore_errors=True)
+    model.save_pretrained(partial)
+    check_model_dir(partial)
     if out.exists():
-        shutil.rmtree(out)
-    model.save_pretrained(out)
+        out.rename(old)
+    partial.rename(out)
+    shutil.rmtree(old, ignore_errors=True)
     return out
 
 
