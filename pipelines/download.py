@@ -14,10 +14,8 @@ from __future__ import annotations
 import argparse
 import sys
 from collections import Counter
-from pathlib import Path
 
-import pyarrow.parquet as pq
-
+from components.atomic import write_table_atomically
 from components.config import load_params
 from components.data.archives import ArchiveError
 from components.data.download import DownloadError
@@ -36,9 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     except (DownloadError, ArchiveError, OSError) as err:  # unreachable hosts, disk space, unsafe archives
         print(f"download: {err}", file=sys.stderr)
         return 2
-    tmp = Path(args.manifest + ".tmp")
-    pq.write_table(manifest, tmp)
-    tmp.replace(args.manifest)
+    write_table_atomically(manifest, args.manifest)
     statuses = dict(Counter(manifest.column("status").to_pylist()))
     print(f"download ({params.data.source}): {manifest.num_rows} files {statuses} -> {args.manifest}")
     return 0 if statuses.get("present", 0) else 1

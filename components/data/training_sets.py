@@ -17,6 +17,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from components.atomic import write_table_atomically
+
 from .catalog import TRAINING_SETS
 from .validation import validate_annotations
 
@@ -45,7 +47,7 @@ def validate_training_sets(raw_root: str | Path, source: str, validated: str | P
     # An image used by two sets is laid out once.
     union = pa.concat_tables(image_tables).to_pandas().drop_duplicates("path").sort_values("path")
     union = pa.Table.from_pandas(union, preserve_index=False)
-    pq.write_table(union, validated / "images.parquet")
+    write_table_atomically(union, validated / "images.parquet")
     combined["images"] = union.num_rows
     combined["rows_in"] = sum(s["rows_in"] for s in combined["sets"].values())
     combined["quarantined"] = sum(s["quarantined"] for s in combined["sets"].values())

@@ -19,6 +19,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
+from components.atomic import partial_path
+
 from .table import LAYOUT_SCHEMA, LayoutSummary, layout_batch
 
 
@@ -94,7 +96,7 @@ def write_layouts(
     else:
         results = _local_batches(batches, work, workers)
     summary = LayoutSummary()
-    tmp = out_path.with_name(out_path.name + ".tmp")
+    tmp = partial_path(out_path)
     with pq.ParquetWriter(tmp, LAYOUT_SCHEMA, compression="zstd") as writer, tqdm(
         total=total, unit="img", desc=f"layouts {strategy}/{preset}", disable=not progress
     ) as bar:
@@ -102,7 +104,8 @@ def write_layouts(
             writer.write_batch(batch)
             summary.update(batch)
             bar.update(batch.num_rows)
-    os.replace(tmp, out_path)
-    if summary.images != total:
+    if summary.images != total:  # checked before the rename: a short table never replaces a whole one
+        tmp.unlink(missing_ok=True)
         raise RuntimeError(f"layouts: {total} input rows but {summary.images} output rows")
+    os.replace(tmp, out_path)
     return summary

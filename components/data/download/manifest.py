@@ -4,13 +4,14 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from components.atomic import write_table_atomically
 
 MANIFEST_NAME = "manifest.parquet"
 MANIFEST_SCHEMA = pa.schema([
@@ -113,9 +114,7 @@ def write_manifest(records: Iterable[FileRecord], path: str | Path) -> None:
     path = Path(path)
     rows = [dataclasses.asdict(r) for r in records]
     table = pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA)
-    tmp = path.with_name(path.name + ".tmp")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
+    write_table_atomically(table, path)
 
 
 def read_manifest(path: str | Path) -> list[FileRecord]:
