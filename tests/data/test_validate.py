@@ -213,6 +213,34 @@ def test_empty_list_validates_to_empty_tables(tmp_path):
     assert report.metrics["gx"]["annotations"]["success"]
 
 
+def test_symbolic_links_out_of_the_image_root_are_unsafe(tmp_path):
+    """Paths are checked as text first (../, /abs); a link inside the root can still lead out: it is resolved and
+    quarantined as unsafe_path, and what it points at is never read (#13)."""
+    from PIL import Image
+
+    root, outside = tmp_path / "images", tmp_path / "outside"
+    (root / "ok").mkdir(parents=True)
+    outside.mkdir()
+    Image.new("RGB", (8, 6)).save(outside / "secret.jpg")
+    Image.new("RGB", (8, 6)).save(root / "ok" / "real.jpg")
+    os.symlink(outside / "secret.jpg", root / "link.jpg")  # a file link out of the root
+    os.symlink(outside, root / "linkdir")  # a folder link out of the root
+    os.symlink(root / "ok" / "real.jpg", root / "inner.jpg")  # a link that stays inside is fine
+    rows = [{"id": str(i), "image": path, "conversations": [{"from": "human", "value": "<image>\nQ"},
+                                                            {"from": "gpt", "value": "A"}]}
+            for i, path in enumerate(["link.jpg", "linkdir/secret.jpg", "inner.jpg", "ok/real.jpg"])]
+    (tmp_path / "data.json").write_text(json.dumps(rows))
+    report = validate_annotations(tmp_path / "data.json", root, tmp_path / "out", dataset_name="links", workers=1,
+                                  progress=False, quarantine_dir=tmp_path / "quarantine")
+    assert (report.rows_in, report.valid, report.quarantined) == (4, 2, 2)
+    quarantined = pq.read_table(tmp_path / "quarantine" / "quarantine.parquet").to_pylist()
+    assert {r["id"]: r["reason"] for r in quarantined} == {"0": "unsafe_path", "1": "unsafe_path"}
+    assert all("outside the image root" in r["detail"] for r in quarantined)
+    valid = pq.read_table(tmp_path / "out" / "images.parquet").column("path").to_pylist()
+    assert sorted(valid) == ["inner.jpg", "ok/real.jpg"]
+    assert report.metrics["images"]["by_reason"]["unsafe_path"] == 2
+
+
 # ---------------------------------------------------------------------------------------------------
 # The reader
 

@@ -21,8 +21,8 @@ from components.slicing.pixels import load_image
 from . import rules  # rules.supported_modes(), looked up at call time like the other callers
 from .rules import IMAGES_INDEX, MAX_SIDE, REASON_BIT, Rule, decode_reasons
 
-IMAGE_RESULT_FIELDS = ("exists", "readable", "width", "height", "format", "mode", "orientation", "full_decode",
-                       "error")
+IMAGE_RESULT_FIELDS = ("inside_root", "exists", "readable", "width", "height", "format", "mode", "orientation",
+                       "full_decode", "error")
 
 
 @contextmanager
@@ -47,17 +47,23 @@ def check_images(paths: list[str], decode: list[bool], *, image_root: str, max_p
     `readable`, the size, mode and `full_decode` (None: not decoded) carry the verdict, `error` the cause.
     """
     out: dict[str, list] = {name: [] for name in IMAGE_RESULT_FIELDS}
+    root = os.path.realpath(image_root)
     with _pil_guards():
         for path, want_decode in zip(paths, decode, strict=True):
             full = os.path.join(image_root, path)
             exists, readable, header, decoded, error = True, None, None, None, None
-            try:
-                header = read_header(full)
-                readable = True
-            except FileNotFoundError as err:
-                exists, error = False, f"FileNotFoundError: {err.strerror}"
-            except Exception as err:  # empty, not an image, corrupt header, a directory ...
-                readable, error = False, f"{type(err).__name__}: {err}"
+            # the path text is inside the root (annotation check); a symbolic link on the way may still lead out
+            inside = os.path.commonpath([root, os.path.realpath(full)]) == root
+            if not inside:  # never read what a link points at outside the root
+                error = "a symbolic link on the path leads outside the image root"
+            else:
+                try:
+                    header = read_header(full)
+                    readable = True
+                except FileNotFoundError as err:
+                    exists, error = False, f"FileNotFoundError: {err.strerror}"
+                except Exception as err:  # empty, not an image, corrupt header, a directory ...
+                    readable, error = False, f"{type(err).__name__}: {err}"
             if header is not None and want_decode and _decodable(header, max_pixels, modes):
                 try:
                     size = load_image(full).size
@@ -66,6 +72,7 @@ def check_images(paths: list[str], decode: list[bool], *, image_root: str, max_p
                         error = f"decoded size {size[0]}x{size[1]} differs from the header's"
                 except Exception as err:
                     decoded, error = False, f"{type(err).__name__}: {err}"
+            out["inside_root"].append(inside)
             out["exists"].append(exists)
             out["readable"].append(readable)
             out["width"].append(header.width if header else None)
@@ -142,6 +149,7 @@ class ImageTable:
         frame = pd.DataFrame({
             IMAGES_INDEX: np.arange(start, start + n, dtype=np.int64),
             "path": pd.array(self.paths[start:start + n], dtype="str"),
+            "inside_root": np.array(columns["inside_root"], dtype=bool),
             "exists": np.array(columns["exists"], dtype=bool),
             "readable": pd.array(columns["readable"], dtype="boolean"),
             "width": pd.array(columns["width"], dtype="float64"),
@@ -170,7 +178,7 @@ class ImageTable:
         """Why one image failed, for people: its codes with the error, size or mode behind each."""
         notes = []
         for code in decode_reasons(bits):
-            if code in ("image_missing", "image_unreadable", "image_truncated"):
+            if code in ("unsafe_path", "image_missing", "image_unreadable", "image_truncated"):
                 notes.append(f"{code}: {image['error']}")
             elif code == "image_bad_size":
                 notes.append(f"image_bad_size: {image['width']}x{image['height']} (each side must be 1..{MAX_SIDE})")

@@ -23,7 +23,7 @@ REASONS: dict[str, str] = {
     "malformed": "sample is not {id, conversations: even list (>= 2) of {from, value} strings[, image: str]}",
     "non_utf8": "text that was not valid UTF-8 (undecodable bytes or lone surrogate escapes)",
     "duplicate_id": "id already used by an earlier sample",
-    "unsafe_path": "image path is absolute or escapes the image root",
+    "unsafe_path": "image path is absolute or escapes the image root (as text, or through a symbolic link)",
     "missing_image_token": "image sample without <image> in its first (human) turn",
     "multiple_image_tokens": "more than one <image> in the first turn",
     "unexpected_image_token": "<image> in a text-only sample or after the first turn",
@@ -37,7 +37,8 @@ REASONS: dict[str, str] = {
     "image_truncated": "full decode failed (truncated or corrupt pixel data), sampled images only",
 }
 REASON_BIT = {code: 1 << i for i, code in enumerate(REASONS)}
-IMAGE_REASONS = tuple(code for code in REASONS if code.startswith("image_"))
+# reasons an image check gives (unsafe_path too: a link inside the root may lead out of it)
+IMAGE_REASONS = tuple(code for code in REASONS if code.startswith("image_") or code == "unsafe_path")
 MAX_SIDE = 65535  # JPEG's limit, and the largest side the slicing code is tested for
 
 ANNOTATIONS_INDEX = "row"
@@ -102,6 +103,7 @@ ANNOTATION_RULES: tuple[Rule, ...] = (
 def image_rules(max_pixels: int) -> tuple[Rule, ...]:
     """The image suite: one row per distinct image referenced by a sample with a safe path."""
     return (
+        Rule("image_inside_root", "unsafe_path", "inside_root", "in_set", (True,)),
         Rule("image_exists", "image_missing", "exists", "in_set", (True,)),
         Rule("image_readable", "image_unreadable", "readable", "in_set", (True,)),
         Rule("image_width", "image_bad_size", "width", "between", min_value=1, max_value=MAX_SIDE),

@@ -68,7 +68,8 @@ class _Run:
         self.modes = rules.supported_modes()
         self.seen_ids: set[str] = set()
         self.checks: list[pd.DataFrame] = []
-        self.row_bits: list[np.ndarray] = []
+        self.annotation_bits: list[np.ndarray] = []  # per chunk: the annotation rules' bits (unsafe_path can also
+        # come from an image check, a link out of the root, which the annotation suite cannot see)
         self.rows_in = self.valid = self.quarantined = self.extra_keys = self.image_samples = 0
         self.reason_counts = dict.fromkeys(REASONS, 0)
         self.primary_counts = dict.fromkeys(REASONS, 0)
@@ -128,6 +129,7 @@ class _Run:
                 continue
             bits |= np.where(rule.violations(table[rule.column]), REASON_BIT[rule.reason], 0)
         bits |= np.where(self._duplicates(chunk.id), REASON_BIT["duplicate_id"], 0)
+        self.annotation_bits.append(bits.copy())  # what the annotation suite must agree with (no image verdicts)
         has_image = image_idx >= 0
         bits[has_image] |= self.images.bits[image_idx[has_image]]
         valid = bits == 0
@@ -142,7 +144,6 @@ class _Run:
         for code, bit in REASON_BIT.items():
             self.reason_counts[code] += int(np.count_nonzero(bits & bit))
         self.checks.append(table)
-        self.row_bits.append(bits)
 
         keep = pa.array(valid)
         width = np.where(has_image, self.images.width[np.maximum(image_idx, 0)], 0)
@@ -308,7 +309,7 @@ def validate_annotations(
         image_frame = run.images.frame()
         image_summary = run.image_outputs(image_frame, writers.tmp, image_root)
         checks = pd.concat(run.checks, ignore_index=True)
-        row_bits = np.concatenate(run.row_bits)
+        annotation_bits = np.concatenate(run.annotation_bits)
 
         gx_started = time.perf_counter()
         gx = gx_engine.evaluate({
@@ -317,7 +318,7 @@ def validate_annotations(
         }, dataset_name)
         timings["gx_s"] = time.perf_counter() - gx_started
         reconcile_with_gx("annotations", ANNOTATION_RULES, gx["annotations"],
-                          _streamed_rows(checks[ANNOTATIONS_INDEX].to_numpy(), row_bits, ANNOTATION_RULES),
+                          _streamed_rows(checks[ANNOTATIONS_INDEX].to_numpy(), annotation_bits, ANNOTATION_RULES),
                           first_of_duplicates=True)
         reconcile_with_gx("images", run.image_rules, gx["images"],
                           _streamed_rows(image_frame[IMAGES_INDEX].to_numpy(), run.images.bits[:len(image_frame)],
