@@ -116,6 +116,8 @@ def _zip_members(archive: Path, zf: zipfile.ZipFile) -> list[_Member]:
             raise UnsafeArchiveError(archive, info.filename, "symbolic link")
         if kind not in (0, stat.S_IFREG, stat.S_IFDIR):
             raise UnsafeArchiveError(archive, info.filename, "special file (device, FIFO or socket)")
+        if info.flag_bits & 0x1:  # zipfile would raise RuntimeError mid-extraction asking for a password
+            raise UnsafeArchiveError(archive, info.filename, "encrypted member (password-protected zip)")
         name = safe_member_path(archive, info.filename)
         members.append(_Member(name, info.file_size, info.compress_size, info.is_dir(), info))
     return members
@@ -137,8 +139,27 @@ def _tar_members(archive: Path, tf: tarfile.TarFile) -> list[_Member]:
     return members
 
 
+def check_layout(archive: Path, members: list[_Member]) -> None:
+    """One name, one member: a file given twice (the last would win silently), a name that is both a file and
+    a folder (`a` and `a/b`, or a tar's folder and file of one name) cannot be extracted as the archive says."""
+    files, folders = set(), set()
+    for m in members:
+        if m.is_dir:
+            folders.add(m.name)
+            continue
+        if m.name in files:
+            raise UnsafeArchiveError(archive, m.name, "the same file name twice (one would silently replace the other)")
+        files.add(m.name)
+        parts = m.name.split("/")
+        folders.update("/".join(parts[:i]) for i in range(1, len(parts)))
+    both = sorted(files & folders)
+    if both:
+        raise UnsafeArchiveError(archive, both[0], "a file and a folder of the same name")
+
+
 def check_members(archive: Path, members: list[_Member], limits: ArchiveLimits) -> int:
-    """The up-front bounds on declared sizes; return the declared total."""
+    """The up-front checks: the layout (check_layout), the bounds on declared sizes; return the declared total."""
+    check_layout(archive, members)
     if len(members) > limits.max_members:
         raise UnsafeArchiveError(archive, members[limits.max_members].name,
                                  f"more than {limits.max_members} members")

@@ -258,3 +258,49 @@ def test_tar_gz_bomb_refused_by_the_archive_ratio(tmp_path, sandbox):
     with pytest.raises(UnsafeArchiveError, match="archive expands"):
         extract_archive(archive, dest)
     assert not dest.exists()
+
+
+def _zip_entries(path: Path, entries: list[tuple[str, bytes]]) -> Path:
+    """A zip that may hold one name twice (zipfile warns but writes it, as other writers do)."""
+    import warnings
+
+    with warnings.catch_warnings(), zipfile.ZipFile(path, "w") as zf:
+        warnings.simplefilter("ignore")
+        for name, data in entries:
+            zf.writestr(name, data)
+    return path
+
+
+def _tar_dir(name: str) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type = tarfile.DIRTYPE
+    return info
+
+
+@pytest.mark.parametrize("build, member, rule", [
+    (lambda p: _zip_entries(p / "x.zip", [("a", b"1"), ("a/b", b"2")]), "a", "a file and a folder"),
+    (lambda p: make_tar(p / "x.tar", [_tar_dir("d"), ("d", b"file")]), "d", "a file and a folder"),
+    (lambda p: _zip_entries(p / "x.zip", [("img/1.jpg", b"one"), ("img/1.jpg", b"two")]), "img/1.jpg",
+     "the same file name twice"),
+    (lambda p: make_tar(p / "x.tar", [("x.txt", b"one"), ("x.txt", b"two")]), "x.txt", "the same file name twice"),
+])
+def test_members_that_cannot_all_be_extracted_are_refused_before_writing(tmp_path, sandbox, build, member, rule):
+    """The audit's crashes (FileExistsError, IsADirectoryError) and the silent last-one-wins, refused up front:
+    the download stage turns this error into a manifest row with status `corrupt` and the reason."""
+    dest, _ = sandbox
+    with pytest.raises(UnsafeArchiveError, match=rule) as info:
+        extract_archive(build(tmp_path), dest)
+    assert info.value.member == member and not dest.exists()
+
+
+def test_encrypted_zip_member_is_refused_not_a_runtime_error(tmp_path, sandbox):
+    dest, _ = sandbox
+    archive = make_zip(tmp_path / "x.zip", {"secret.txt": b"data"}, compression=zipfile.ZIP_STORED)
+    raw = bytearray(archive.read_bytes())  # set the "encrypted" flag bit in the local and the central header
+    for signature, flag_offset in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):
+        at = raw.index(signature)
+        raw[at + flag_offset] |= 0x1
+    archive.write_bytes(bytes(raw))
+    with pytest.raises(UnsafeArchiveError, match="encrypted member"):
+        extract_archive(archive, dest)
+    assert not dest.exists()
