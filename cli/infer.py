@@ -18,8 +18,9 @@ from pathlib import Path
 
 from components.config import Params, load_params
 from components.inference import DEFAULT_MAX_NEW_TOKENS, ModelNotFound, UhdModel, load_model
-from components.inference.questions import answer_questions, missing_images, read_questions, write_answers
+from components.inference.questions import answer_questions, read_questions, write_answers
 from components.inference.sources import default_source
+from components.slicing.image_files import decode_image_file
 from components.tracking.mlflow_logging import resolve_tracking_uri
 
 DEFAULT_DIR = "models/finetune"
@@ -64,7 +65,7 @@ def open_model(args: argparse.Namespace) -> UhdModel:
 
 
 def answer_one(uhd: UhdModel, args: argparse.Namespace) -> int:
-    layout = uhd.layout(args.image)
+    layout = uhd.layout(args.image)  # the file was checked (decoded) before the model was loaded
     print(f"layout: {layout.line()}")
     if args.show_layout:
         from components.slicing.overlay import describe
@@ -76,24 +77,42 @@ def answer_one(uhd: UhdModel, args: argparse.Namespace) -> int:
 
 def answer_file(uhd: UhdModel, args: argparse.Namespace) -> int:
     path = Path(args.questions)
-    questions = read_questions(path, Path(args.image_root) if args.image_root else path.parent)
-    missing = missing_images(questions)
-    if missing:
-        print(f"uhd infer: {len(missing)} image(s) not found, e.g. {missing[0]}", file=sys.stderr)
-        return 2
-    records = answer_questions(uhd, questions, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens)
-    out = write_answers(records, Path(args.out) if args.out else path.with_name(f"{path.stem}.answers.jsonl"))
-    print(f"{len(records)} answers written to {out}")
-    return 0
+    entries = read_questions(path, Path(args.image_root) if args.image_root else path.parent)
+    records = answer_questions(uhd, entries, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens)
+    out = write_answers(records, answers_path(args))
+    errors = [r for r in records if "error" in r]
+    print(f"{len(records) - len(errors)} answers written to {out}")
+    for record in errors:
+        print(f"uhd infer: {path}:{record['line']}: {record['error']} (an error row in {out})", file=sys.stderr)
+    return 1 if errors else 0
+
+
+def answers_path(args: argparse.Namespace) -> Path:
+    path = Path(args.questions)
+    return Path(args.out) if args.out else path.with_name(f"{path.stem}.answers.jsonl")
+
+
+def check_inputs(args: argparse.Namespace) -> None:
+    """What can be checked before the model is loaded (seconds): the image, the question's text, the files."""
+    if args.image:
+        decode_image_file(args.image)
+        try:
+            args.question.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError("the question is not valid UTF-8 text (undecodable bytes on the command line)") from None
+    if args.questions:
+        if not Path(args.questions).is_file():
+            raise ValueError(f"no such questions file: {args.questions}")
+        if answers_path(args).is_dir():
+            raise ValueError(f"--out {answers_path(args)} is a directory: give a file path for the answers")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.image and not Path(args.image).is_file():
-        print(f"uhd infer: no such image: {args.image}", file=sys.stderr)
-        return 2
-    if args.questions and not Path(args.questions).is_file():
-        print(f"uhd infer: no such questions file: {args.questions}", file=sys.stderr)
+    try:
+        check_inputs(args)
+    except ValueError as err:  # UnusableImage included: one line, exit 2, before any model is loaded
+        print(f"uhd infer: {err}", file=sys.stderr)
         return 2
     try:
         uhd = open_model(args)

@@ -10,9 +10,8 @@ from pathlib import Path
 
 from components.compression import COMPRESSORS
 from components.slicing import ANYRES_PRESETS, PRESETS, STRATEGIES, Layout, default_preset, plan_layout
-from components.slicing.headers import read_header
+from components.slicing.image_files import check_image_file, decode_image_file
 from components.slicing.overlay import describe, draw_layout
-from components.slicing.pixels import load_image
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,13 +31,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     image_path = Path(args.image)
-    if not image_path.is_file():
-        print(f"uhd layout: no such file: {image_path}", file=sys.stderr)
-        return 2
-    header = read_header(image_path)
+    out = Path(args.out or f"{image_path.stem}.layout.png")
     try:
+        if out.is_dir():
+            raise ValueError(f"--out {out} is a directory: give a file path for the overlay PNG")
+        header = check_image_file(image_path)
         layout = plan_layout(header.width, header.height, args.strategy, args.preset or default_preset(args.strategy))
-    except ValueError as err:
+        image = decode_image_file(image_path)
+    except ValueError as err:  # UnusableImage included: one line, no traceback
         print(f"uhd layout: {err}", file=sys.stderr)
         return 2
     if isinstance(layout, Layout) and args.compressor:
@@ -46,8 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     print(describe(layout))
     if args.json:
         print(json.dumps(layout.to_record()))
-    out = Path(args.out or f"{image_path.stem}.layout.png")
-    draw_layout(load_image(image_path), layout).save(out)
+    draw_layout(image, layout).save(out)
     print(f"overlay written to {out}")
     return 0
 

@@ -11,6 +11,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from components.slicing.image_files import UnusableImage, check_image_file
+
 from .model import UhdModel
 
 
@@ -20,33 +22,68 @@ class Question:
     image: Path | None  # resolved against image_root; None for text-only
 
 
-def read_questions(path: str | Path, image_root: str | Path) -> list[Question]:
-    """The non-blank lines of a questions file; a line without `question` raises with its line number."""
+@dataclass(frozen=True)
+class BadLine:
+    """A line that cannot be asked: it becomes an error row (its number, what was read, why); nothing is lost."""
+
+    number: int
+    text: str
+    error: str
+
+    def record(self) -> dict:
+        return {"line": self.number, "input": self.text, "error": self.error}
+
+
+def read_questions(path: str | Path, image_root: str | Path) -> list[Question | BadLine]:
+    """One entry per non-blank line of a questions file, in order: a Question, or a BadLine for bad bytes, bad
+    JSON, a line that is not an object, a missing or non-string `question`, or an image that cannot be used."""
     path, image_root = Path(path), Path(image_root)
-    questions = []
-    for number, text in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not text.strip():
+    entries: list[Question | BadLine] = []
+    for number, raw in enumerate(path.read_bytes().splitlines(), start=1):
+        if not raw.strip():
             continue
+        entry = _parse_line(number, raw, image_root)
+        entries.append(entry)
+    return entries
+
+
+def _parse_line(number: int, raw: bytes, image_root: Path) -> Question | BadLine:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        return BadLine(number, raw.decode("utf-8", "replace"), f"not UTF-8 ({err.reason} at byte {err.start})")
+    try:
         line = json.loads(text)
-        if "question" not in line:
-            raise ValueError(f"{path}:{number}: no 'question' field")
-        image = line.get("image")
-        questions.append(Question(line, image_root / image if image else None))
-    return questions
+    except json.JSONDecodeError as err:
+        return BadLine(number, text, f"not JSON ({err.msg} at column {err.colno})")
+    if not isinstance(line, dict):
+        return BadLine(number, text, f"a JSON {type(line).__name__}, not an object with a 'question' field")
+    if not isinstance(line.get("question"), str) or not line["question"].strip():
+        return BadLine(number, text, "no 'question' field (a non-empty string)")
+    image = line.get("image")
+    if image is not None and not isinstance(image, str):
+        return BadLine(number, text, "'image' must be a path (string) or null")
+    if image:
+        try:
+            check_image_file(image_root / image)
+        except UnusableImage as err:
+            return BadLine(number, text, str(err))
+    return Question(line, image_root / image if image else None)
 
 
-def missing_images(questions: list[Question]) -> list[Path]:
-    return [q.image for q in questions if q.image is not None and not q.image.is_file()]
-
-
-def answer_questions(uhd: UhdModel, questions: list[Question], batch_size: int, max_new_tokens: int) -> list[dict]:
-    """Answer every question in batches; one record per question, in order."""
+def answer_questions(uhd: UhdModel, entries: list[Question | BadLine], batch_size: int,
+                     max_new_tokens: int) -> list[dict]:
+    """Answer every good question in batches; one record per entry, in order (bad lines as error rows)."""
+    questions = [e for e in entries if isinstance(e, Question)]
     items = [(str(q.image) if q.image else None, q.line["question"]) for q in questions]
-    answers = uhd.answer_batch(items, batch_size=batch_size, max_new_tokens=max_new_tokens)
+    answers = iter(uhd.answer_batch(items, batch_size=batch_size, max_new_tokens=max_new_tokens) if items else [])
     records = []
-    for question, answer in zip(questions, answers, strict=True):
-        layout = uhd.layout(str(question.image)) if question.image else None
-        records.append({**question.line, "answer": answer, "model": uhd.source,
+    for entry in entries:
+        if isinstance(entry, BadLine):
+            records.append(entry.record())
+            continue
+        layout = uhd.layout(str(entry.image)) if entry.image else None
+        records.append({**entry.line, "answer": next(answers), "model": uhd.source,
                         "grid": list(layout.grid) if layout else None,
                         "num_tokens": layout.num_tokens if layout else 0})
     return records

@@ -67,7 +67,7 @@ def test_no_model_exits_2_with_what_to_run(capsys, images, tmp_path, monkeypatch
 
 def test_missing_image_and_bad_arguments(capsys, tmp_path):
     code, _, err = _run(capsys, tmp_path / "nope.png", QUESTION)
-    assert code == 2 and "no such image" in err
+    assert code == 2 and "nope.png: no such file" in err
     with pytest.raises(SystemExit) as exit_info:
         uhd(["infer"])
     assert exit_info.value.code == 2
@@ -88,3 +88,46 @@ def test_questions_file(capsys, logged, images, expected, tmp_path):
     assert [r["answer"] for r in rows[:2]] == expected
     assert rows[0]["grid"] and rows[0]["num_tokens"] > 0 and rows[2]["grid"] is None
     assert all(r["model"] == "models:/llava-uhd@champion" for r in rows)
+
+
+def test_bad_inputs_are_one_line_and_exit_2_before_any_model_loads(capsys, images, tmp_path):
+    """The audit's cases (#13): each is one clear line, exit 2, no traceback; the model is never opened."""
+    from PIL import Image
+
+    (tmp_path / "zero.jpg").write_bytes(b"")
+    (tmp_path / "text.jpg").write_text("hello")
+    Image.effect_noise((320, 240), 64).convert("RGB").save(tmp_path / "whole.jpg")
+    whole = (tmp_path / "whole.jpg").read_bytes()
+    (tmp_path / "trunc.jpg").write_bytes(whole[: len(whole) // 2])  # the header is whole, the pixels are not
+    cases = [(tmp_path / "zero.jpg", QUESTION, "empty file"), (tmp_path / "text.jpg", QUESTION, "not an image"),
+             (tmp_path / "trunc.jpg", QUESTION, "does not decode"), (images[0], "caf\udce9?", "not valid UTF-8")]
+    for image, question, message in cases:
+        code, out, err = _run(capsys, image, question, "--model", tmp_path / "no-model-here")
+        assert code == 2 and message in err and "Traceback" not in err and err.count("\n") == 1, (image, err)
+        assert not any(line.startswith("model:") for line in out)  # checked before opening the model
+    questions = tmp_path / "qs.jsonl"
+    questions.write_text(json.dumps({"question": "Q"}) + "\n")
+    (tmp_path / "outdir").mkdir()
+    code, _, err = _run(capsys, "--questions", questions, "--out", tmp_path / "outdir")
+    assert code == 2 and "is a directory" in err
+
+
+def test_bad_lines_become_error_rows_and_the_good_ones_are_answered(capsys, logged, images, expected, tmp_path):
+    (tmp_path / "text.jpg").write_text("not an image")
+    questions = tmp_path / "qs.jsonl"
+    good = json.dumps({"id": 1, "image": str(images[0]), "question": QUESTION})
+    bad_bytes = json.dumps({"question": "Q?"}).encode()[:-2] + b"\xff\xfe\"}"
+    lines = [good.encode(), b"{not json", b'"a bare string"', json.dumps({"image": str(images[0])}).encode(),
+             bad_bytes, json.dumps({"image": "text.jpg", "question": "Q"}).encode(),
+             json.dumps({"id": 7, "image": None, "question": "Say hi"}).encode()]
+    questions.write_bytes(b"\n".join(lines) + b"\n")
+    code, out, err = _run(capsys, "--questions", questions, "--image-root", tmp_path, "--model",
+                          "models:/llava-uhd@champion", "--tracking-uri", logged["uri"], "--max-new-tokens", 5)
+    assert code == 1 and out[-1].startswith("2 answers written to")
+    rows = [json.loads(line) for line in (tmp_path / "qs.answers.jsonl").read_text().splitlines()]
+    assert len(rows) == 7 and rows[0]["answer"] == expected[0] and "answer" in rows[6]
+    errors = {r["line"]: r["error"] for r in rows if "error" in r}
+    assert sorted(errors) == [2, 3, 4, 5, 6]
+    assert errors[2].startswith("not JSON") and "not an object" in errors[3] and "no 'question'" in errors[4]
+    assert errors[5].startswith("not UTF-8") and "not an image" in errors[6]
+    assert err.count("uhd infer:") == 5

@@ -36,6 +36,32 @@ def test_uhd_layout_missing_file_is_a_clear_error(tmp_path, capsys):
     assert "no such file" in capsys.readouterr().err
 
 
+def test_uhd_layout_bad_files_are_one_line_and_exit_2(tmp_path, capsys):
+    """The audit's cases (#13): no traceback, one line naming the file and the reason."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    (tmp_path / "zero.jpg").write_bytes(b"")
+    (tmp_path / "text.jpg").write_text("hello")
+    header = chunk(b"IHDR", struct.pack(">IIBBBBB", 60000, 60000, 8, 2, 0, 0, 0))  # claims 60000x60000
+    (tmp_path / "huge.png").write_bytes(b"\x89PNG\r\n\x1a\n" + header + chunk(b"IDAT", zlib.compress(b"\0" * 16))
+                                        + chunk(b"IEND", b""))
+    Image.effect_noise((320, 240), 64).convert("RGB").save(tmp_path / "whole.jpg")
+    whole = (tmp_path / "whole.jpg").read_bytes()
+    (tmp_path / "trunc.jpg").write_bytes(whole[: len(whole) // 2])
+    (tmp_path / "outdir").mkdir()
+    cases = [(["zero.jpg"], "empty file"), (["text.jpg"], "not an image"), (["huge.png"], "pixels"),
+             (["trunc.jpg"], "does not decode"), (["whole.jpg", "--out", str(tmp_path / "outdir")], "is a directory")]
+    for args, message in cases:
+        capsys.readouterr()
+        assert main(["layout", str(tmp_path / args[0]), *args[1:]]) == 2, args
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1 and err.startswith("uhd layout: "), err
+
+
 def test_console_script_is_installed():
     result = subprocess.run([sys.executable, "-m", "cli.main", "--help"], capture_output=True, text=True)
     assert result.returncode == 0 and "layout" in result.stdout
