@@ -19,7 +19,8 @@ import json
 import os
 from collections.abc import Iterable
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+
+from components.tracking.credentials import strip_credentials
 
 TAG_PREFIX = "promotion_log."
 CHAMPION_MOVES = ("promote", "force-promote")
@@ -33,16 +34,6 @@ def current_user() -> str:
         return "unknown"
 
 
-def redact_uri(uri: str | None) -> str | None:
-    """A tracking URI without any user:password@ part, fit for a log."""
-    if not uri:
-        return uri
-    parts = urlsplit(uri)
-    if "@" not in parts.netloc:
-        return uri
-    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
-
-
 def make_record(action: str, model_name: str, version: str | int | None, reason: str,
                 from_champion: str | int | None = None, to_champion: str | int | None = None,
                 gates: dict | None = None, tracking_uri: str | None = None, **extra) -> dict:
@@ -52,7 +43,7 @@ def make_record(action: str, model_name: str, version: str | int | None, reason:
     return {"timestamp": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "user": current_user(),
             "action": action, "model_name": model_name, "version": as_str(version),
             "from_champion": as_str(from_champion), "to_champion": as_str(to_champion), "reason": reason,
-            "gates": gates, "tracking_uri": redact_uri(tracking_uri), **extra}
+            "gates": gates, "tracking_uri": strip_credentials(tracking_uri) if tracking_uri else tracking_uri, **extra}
 
 
 def append_jsonl(path: str | Path, record: dict) -> None:

@@ -25,6 +25,7 @@ import mlflow
 from mlflow.exceptions import MlflowException
 
 from components.tracking import promotion_log as plog
+from components.tracking.credentials import redact_credentials
 from components.tracking.gates import (
     HEADLINE_PREFIX,
     SKIPPED_TAG,
@@ -35,6 +36,7 @@ from components.tracking.gates import (
     figures_to_tags,
 )
 
+EXPERIMENT_TAG = "dvc_experiment"  # the `dvc exp run` that registered a version
 CANDIDATE, CHAMPION = "candidate", "champion"
 FIGURE_TAG_PREFIXES = (HEADLINE_PREFIX, VALIDATION_PREFIX, SKIPPED_TAG)
 
@@ -213,9 +215,14 @@ def _move_champion(reg: Registry, version: str, gates: dict, reason: str, log_pa
 
 
 def register_evaluated(reg: Registry, model_uri: str | None, run_id: str | None, figures: Figures,
-                       provenance: dict[str, str], cfg: GateConfig, log_path: str | Path | None) -> dict:
-    """Register (or find) the version, set `candidate`, run the gates, and move `champion` if they pass."""
+                       provenance: dict[str, str], cfg: GateConfig, log_path: str | Path | None,
+                       experiment: str | None = None) -> dict:
+    """Register (or find) the version, set `candidate`, run the gates, and move `champion` if they pass. A
+    `dvc exp run` (`experiment`: its name) registers a candidate tagged with it and never moves the champion:
+    only the main line or an explicit `uhd promote` does."""
     tags = {**{k: str(v) for k, v in provenance.items() if v is not None}, **figures_to_tags(figures)}
+    if experiment:
+        tags[EXPERIMENT_TAG] = experiment
     version = reg.register(model_uri, run_id, tags)
     previous_candidate = reg.aliases().get(CANDIDATE)
     if previous_candidate != version:  # a re-run on the same model moves nothing, so logs nothing
@@ -225,7 +232,14 @@ def register_evaluated(reg: Registry, model_uri: str | None, run_id: str | None,
                                  from_champion=champion, to_champion=champion,
                                  previous_candidate=previous_candidate, tracking_uri=reg.tracking_uri), log_path)
     gates = _gates_for(reg, version, cfg)
-    outcome = _move_champion(reg, version, gates, "", log_path, source="register stage")
+    if experiment:
+        champion = reg.champion()
+        why = (f"experiment {experiment!r}: the champion moves only on the main line or with `uhd promote "
+               f"--version {version}` (gates {'passed' if gates['passed'] else 'failed'})")
+        outcome = {"promoted": False, "action": "experiment", "reasons": [why, *gates["reasons"]],
+                   "gates": gates["gates"], "gates_passed": gates["passed"], "champion_before": champion}
+    else:
+        outcome = _move_champion(reg, version, gates, "", log_path, source="register stage")
     return {"model_name": reg.name, "version": version, **outcome, "aliases_after": reg.aliases()}
 
 
@@ -248,7 +262,7 @@ def rollback(reg: Registry, reason: str, log_path: str | Path | None) -> dict:
     target = plog.rollback_target(reg.log_records(), current)
     if target is None:
         raise RegistryError(f"nothing to roll back to: the promotion log of {reg.name!r} at "
-                            f"{plog.redact_uri(reg.tracking_uri)} records no champion before "
+                            f"{redact_credentials(reg.tracking_uri)} records no champion before "
                             f"{current or '(none)'}")
     reg.version_tags(target)  # the old champion may have been deleted since
     reg.set_alias(CHAMPION, target)

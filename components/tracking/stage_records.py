@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from pathlib import Path
 
 import yaml
@@ -89,7 +90,7 @@ def register_from_reports(params, inputs: RegisterInputs, log_path: str | Path |
     registry = Registry(params.registry.model_name, resolve_tracking_uri(tracking_uri or params.tracking.uri))
     decision = register_evaluated(registry, pointer.get("model_uri"), pointer.get("mlflow_run_id"), figures,
                                   registration_provenance(pointer, params, inputs), GateConfig.of(params.registry),
-                                  log_path)
+                                  log_path, experiment=os.environ.get("DVC_EXP_NAME"))  # set by `dvc exp run`
     decision["model_sha256"] = pointer.get("model_sha256")
     return decision
 

@@ -117,6 +117,20 @@ def test_gates_fail_closed_on_nan():
 
 
 # -- the registry ----------------------------------------------------------------------------------------------
+def test_an_experiment_registers_a_tagged_candidate_and_never_moves_the_champion(reg, store, tmp_path):
+    """`dvc exp run -S ...` (DVC_EXP_NAME set) must not promote an ablation, however well it scores."""
+    log = tmp_path / "promotions.jsonl"
+    uri, run_id = store[1][0]
+    decision = register_evaluated(reg, uri, run_id, figures(), {"mlflow_run_id": run_id}, CFG, log,
+                                  experiment="exp-mlp")
+    assert decision["action"] == "experiment" and not decision["promoted"] and decision["gates_passed"]
+    assert decision["aliases_after"] == {"candidate": decision["version"]}  # no champion at all yet
+    assert reg.version_tags(decision["version"])["dvc_experiment"] == "exp-mlp"
+    assert "uhd promote --version" in decision["reasons"][0]
+    main_line = register(reg, store[1], 1, figures(), log)  # the main line's run promotes as before
+    assert main_line["promoted"] and main_line["aliases_after"]["champion"] == main_line["version"]
+
+
 def test_first_candidate_becomes_champion_with_provenance_tags(reg, store, tmp_path):
     log = tmp_path / "promotions.jsonl"
     decision = register(reg, store[1], 0, figures(), log)
