@@ -13,10 +13,13 @@ rejected promotion is written to the promotion log (promotion_log.py) in the reg
 
 from __future__ import annotations
 
+import fcntl
+import functools
 import hashlib
 import json
 import os
 import subprocess
+import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -164,11 +167,42 @@ class Registry:
     def set_alias(self, alias: str, version: str) -> None:
         self.client.set_registered_model_alias(self.name, alias, str(version))
 
-    def log(self, record: dict, log_path: str | Path | None) -> dict:
-        """Append to both copies of the promotion log (registry tags first: they are the authoritative one)."""
+    @contextmanager
+    def exclusive(self):
+        """Held around every read-decide-move-record of the aliases, so concurrent registers, promotions and
+        rollbacks (two `dvc exp` workers, a user's `uhd promote`) run one after the other: an exclusive lock
+        (flock) on a file beside a sqlite store, else in the temp folder keyed by store and model (that
+        serializes the processes of one machine; a remote store shared by several machines needs them too)."""
+        path = self._lock_path()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def _lock_path(self) -> Path:
+        if self.tracking_uri.startswith("sqlite:///"):
+            db = Path(self.tracking_uri.removeprefix("sqlite:///"))
+            return db.with_name(f"{db.name}.{self.name}.lock")
+        key = hashlib.sha256(f"{self.tracking_uri}\n{self.name}".encode()).hexdigest()[:16]
+        return Path(tempfile.gettempdir()) / "llava-uhd-registry-locks" / f"{key}.lock"
+
+    def log(self, record: dict, log_path: str | Path | None, move: tuple[str, str] | None = None) -> dict:
+        """Record `record` and, with `move` = (alias, version), move that alias: one unit. The registry's copy
+        (the authoritative one) is written first, then the alias moves; if the move fails the record is taken
+        back and the error raised, so no alias change goes unrecorded and no record claims one that did not
+        happen. The JSONL copy follows. Callers hold `exclusive()`, which keeps the sequence numbers unique."""
         tags = self.client.get_registered_model(self.name).tags
-        seq = len(plog.records_from_tags(tags)) + 1
-        self.client.set_registered_model_tag(self.name, plog.tag_key(seq), json.dumps(record, sort_keys=True))
+        key = plog.tag_key(len(plog.records_from_tags(tags)) + 1)
+        self.client.set_registered_model_tag(self.name, key, json.dumps(record, sort_keys=True))
+        if move is not None:
+            try:
+                self.set_alias(*move)
+            except BaseException:
+                self.client.delete_registered_model_tag(self.name, key)
+                raise
         if log_path:
             plog.append_jsonl(log_path, record)
         return record
@@ -178,6 +212,18 @@ class Registry:
             return plog.records_from_tags(self.client.get_registered_model(self.name).tags)
         except MlflowException:
             return []
+
+
+def _one_at_a_time(func):
+    """Run `func(reg, ...)` holding `reg.exclusive()`: the alias read, the decision, the move and its record
+    happen with no other register / promote / rollback of that model in between."""
+
+    @functools.wraps(func)
+    def locked(reg: Registry, *args, **kwargs):
+        with reg.exclusive():
+            return func(reg, *args, **kwargs)
+
+    return locked
 
 
 def _gates_for(reg: Registry, version: str, cfg: GateConfig) -> dict:
@@ -201,7 +247,6 @@ def _move_champion(reg: Registry, version: str, gates: dict, reason: str, log_pa
                 "gates": gates["gates"], "gates_passed": gates["passed"], "champion_before": champion}
     if gates["passed"] or force:
         action = "force-promote" if force and not gates["passed"] else "promote"
-        reg.set_alias(CHAMPION, version)
         why = reason or ("first candidate to pass the gates" if champion is None else "gates passed")
         reasons = [why] if gates["passed"] else [f"forced: {why}", *gates["reasons"]]
     else:
@@ -209,11 +254,13 @@ def _move_champion(reg: Registry, version: str, gates: dict, reason: str, log_pa
     _record_decision(reg, version, action, gates, reason or "; ".join(reasons))
     reg.log(plog.make_record(action, reg.name, version, reason or "; ".join(reasons), from_champion=champion,
                              to_champion=version if action != "reject" else champion, gates=gates,
-                             tracking_uri=reg.tracking_uri, **extra), log_path)
+                             tracking_uri=reg.tracking_uri, **extra), log_path,
+            move=None if action == "reject" else (CHAMPION, version))
     return {"promoted": action != "reject", "action": action, "reasons": reasons, "gates": gates["gates"],
             "gates_passed": gates["passed"], "champion_before": champion}
 
 
+@_one_at_a_time
 def register_evaluated(reg: Registry, model_uri: str | None, run_id: str | None, figures: Figures,
                        provenance: dict[str, str], cfg: GateConfig, log_path: str | Path | None,
                        experiment: str | None = None) -> dict:
@@ -226,11 +273,11 @@ def register_evaluated(reg: Registry, model_uri: str | None, run_id: str | None,
     version = reg.register(model_uri, run_id, tags)
     previous_candidate = reg.aliases().get(CANDIDATE)
     if previous_candidate != version:  # a re-run on the same model moves nothing, so logs nothing
-        reg.set_alias(CANDIDATE, version)
         champion = reg.champion()
         reg.log(plog.make_record("candidate", reg.name, version, "register stage: evaluated model",
                                  from_champion=champion, to_champion=champion,
-                                 previous_candidate=previous_candidate, tracking_uri=reg.tracking_uri), log_path)
+                                 previous_candidate=previous_candidate, tracking_uri=reg.tracking_uri), log_path,
+                move=(CANDIDATE, version))
     gates = _gates_for(reg, version, cfg)
     if experiment:
         champion = reg.champion()
@@ -243,6 +290,7 @@ def register_evaluated(reg: Registry, model_uri: str | None, run_id: str | None,
     return {"model_name": reg.name, "version": version, **outcome, "aliases_after": reg.aliases()}
 
 
+@_one_at_a_time
 def promote(reg: Registry, version: str, reason: str, cfg: GateConfig, log_path: str | Path | None,
             force: bool = False) -> dict:
     """`uhd promote`: move champion to `version` (gates checked against the champion unless forced)."""
@@ -254,6 +302,7 @@ def promote(reg: Registry, version: str, reason: str, cfg: GateConfig, log_path:
     return {"model_name": reg.name, "version": str(version), **outcome, "aliases_after": reg.aliases()}
 
 
+@_one_at_a_time
 def rollback(reg: Registry, reason: str, log_path: str | Path | None) -> dict:
     """`uhd rollback`: champion back to the previous champion of the promotion log (the registry's copy)."""
     if not reason:
@@ -265,8 +314,8 @@ def rollback(reg: Registry, reason: str, log_path: str | Path | None) -> dict:
                             f"{redact_credentials(reg.tracking_uri)} records no champion before "
                             f"{current or '(none)'}")
     reg.version_tags(target)  # the old champion may have been deleted since
-    reg.set_alias(CHAMPION, target)
     reg.log(plog.make_record("rollback", reg.name, target, reason, from_champion=current, to_champion=target,
-                             tracking_uri=reg.tracking_uri, source="uhd rollback"), log_path)
+                             tracking_uri=reg.tracking_uri, source="uhd rollback"), log_path, move=(CHAMPION, target))
     return {"model_name": reg.name, "version": target, "promoted": True, "action": "rollback",
             "reasons": [reason], "champion_before": current, "aliases_after": reg.aliases()}
+

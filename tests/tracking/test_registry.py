@@ -245,3 +245,31 @@ def test_cli_with_tracking_uri_from_the_environment(tmp_path, repo_root, monkeyp
     actions = [r["action"] for r in reg.log_records()]
     assert actions == ["candidate", "promote", "candidate", "reject", "reject", "force-promote", "rollback"]
     assert all(r["tracking_uri"] == uri for r in plog.read_jsonl(log)[-3:])
+
+
+def _promote_many(uri: str, name: str, versions: list[str], log: str) -> list[str]:
+    """One of several processes moving the champion back and forth (forced: the gates are not the point)."""
+    reg = Registry(name, uri)
+    return [promote(reg, v, f"pid {os.getpid()} #{i}", CFG, log, force=True)["action"]
+            for i, v in enumerate(versions)]
+
+
+def test_concurrent_promotions_keep_one_consistent_log(reg, store, tmp_path):
+    """The audit's race (#13): 4 processes x 6 promotions at once. Every alias move has exactly one record, in
+    both copies of the log, and the records chain (each one starts from the champion the previous one left)."""
+    import multiprocessing
+
+    log = tmp_path / "promotions.jsonl"
+    first = register(reg, store[1], 0, figures(), log)["version"]
+    second = register(reg, store[1], 1, figures(), log)["version"]
+    before = len(reg.log_records())
+    plans = [[first, second] * 3, [second, first] * 3, [first, second] * 3, [second, first] * 3]
+    with multiprocessing.get_context("fork").Pool(4) as pool:
+        results = pool.starmap(_promote_many, [(store[0], reg.name, plan, str(log)) for plan in plans])
+    moves = sum(action != "keep" for actions in results for action in actions)
+    records = reg.log_records()[before:]
+    assert len(records) == moves > 0
+    assert plog.read_jsonl(log)[-moves:] == records  # the JSONL copy: the same records, the same order
+    for earlier, later in zip(records, records[1:], strict=False):
+        assert later["from_champion"] == earlier["to_champion"]
+    assert reg.champion() == records[-1]["to_champion"]
