@@ -87,7 +87,9 @@ def lr_ratio(step: int, total_steps: int, warmup: int, cos_min_ratio: float = 0.
     peak over the remaining steps that ends one step short of its floor, so the last step still trains."""
     if step <= warmup:
         return step / warmup
-    progress = (step - warmup - 1) / (total_steps - warmup)
+    # clamped: the scheduler also steps after the last optimizer step (a ratio nothing uses), and a run may be
+    # all warmup (total_steps == warmup)
+    progress = min(1.0, (step - warmup - 1) / max(1, total_steps - warmup))
     return cos_min_ratio + (1 - cos_min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 

@@ -43,6 +43,7 @@ def test_every_step_trains_warmup_then_cosine():
     assert paper[0] == pytest.approx(1 / 156) and paper[155] == paper[156] == 1.0 and paper[157] < 1.0
     assert paper[-1] > 0
     assert _lrs(3, 0.0) == pytest.approx([1.0, 0.75, 0.25])  # no warmup: the cosine from the first step
+    assert _lrs(1, 0.5) == [1.0] and _lrs(2, 0.5) == [1.0, 1.0]  # all warmup, and a step past the end: no error
 
 
 def test_bad_schedule_raises():
