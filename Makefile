@@ -44,7 +44,7 @@ demo: install
 	@echo "Ask the model: $(VENV)/bin/uhd infer IMAGE \"question\"   (the registry champion; --model for another)"
 	@echo "MLflow UI: $(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db"
 	@echo "Interactive plots (loss curves, distributions): dvc plots show (writes dvc_plots/index.html)"
-	@echo "The paper's claim in miniature (UHD vs pad336 on fine detail, ~36 min): make claim"
+	@echo "The paper's claim in miniature (UHD vs pad336 on fine detail, ~35 min): make claim"
 
 # The paper's claim in miniature: UHD and pad336 trained with the same data, steps and LLM, asked held-out
 # fine-detail and coarse questions (benchmarks/fine_detail.py). `make claim SEED=1` for another data.seed.
