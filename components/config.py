@@ -20,7 +20,8 @@ from pathlib import Path
 import yaml
 
 from components.compression import COMPRESSORS, RESAMPLER
-from components.slicing.strategies import ANYRES_PRESETS, PRESETS, STRATEGIES, check_strategy, plan_layout
+from components.slicing.limits import MAX_PIXELS
+from components.slicing.strategies import ANYRES_PRESETS, PRESETS, STRATEGIES, plan_layout
 
 
 class ConfigError(ValueError):
@@ -78,7 +79,7 @@ class ValidateConfig:
     """Great Expectations checks of the training sets (components/data/validation/)."""
 
     full_decode_fraction: float = 0.05  # share of images fully decoded to catch truncated files (seeded)
-    max_pixels: int = 89_478_485  # decompression-bomb limit (PIL's default MAX_IMAGE_PIXELS)
+    max_pixels: int = MAX_PIXELS  # decompression-bomb limit (PIL's default MAX_IMAGE_PIXELS)
     seed: int = 0
     workers: int = 0  # processes for the image checks; 0 = one per core
     max_quarantine_fraction: float = 0.2  # the stage fails above this share: something is badly wrong
@@ -103,7 +104,6 @@ class SlicingConfig:
         _require(self.preset in PRESETS, "preset", f"one of {sorted(PRESETS)}", self.preset)
         _require(self.anyres_preset in ANYRES_PRESETS, "anyres_preset", f"one of {sorted(ANYRES_PRESETS)}",
                  self.anyres_preset)
-        check_strategy(self.strategy, self.active_preset)  # the pairing itself (baselines name their own)
 
     @property
     def active_preset(self) -> str:

@@ -42,8 +42,7 @@ def read_questions(path: str | Path, image_root: str | Path) -> list[Question | 
     for number, raw in enumerate(path.read_bytes().splitlines(), start=1):
         if not raw.strip():
             continue
-        entry = _parse_line(number, raw, image_root)
-        entries.append(entry)
+        entries.append(_parse_line(number, raw, image_root))
     return entries
 
 

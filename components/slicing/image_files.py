@@ -13,9 +13,8 @@ from pathlib import Path
 from PIL import Image
 
 from .headers import ImageHeader, read_header
+from .limits import MAX_PIXELS
 from .pixels import load_image
-
-MAX_PIXELS = 89_478_485  # PIL's own decompression-bomb limit, as params `validate.max_pixels`
 
 
 class UnusableImage(ValueError):

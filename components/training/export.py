@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from components.atomic import partial_path
 from components.model.build import build_model, check_model_dir, load_tokenizer
 
 from .loop import TrainConfig
@@ -56,7 +57,7 @@ def export_checkpoint(cfg: TrainConfig, checkpoint_dir: str | Path, out_dir: str
     out = Path(out_dir)
     # Written beside the target, then swapped in by renames: a reader never sees a half-written model, and an
     # interrupted export leaves the previous one in place (check_model_dir refuses a partial folder anyway).
-    partial, old = out.with_name(f"{out.name}.partial-{os.getpid()}"), out.with_name(f"{out.name}.old-{os.getpid()}")
+    partial, old = partial_path(out), out.with_name(f".{out.name}.old-{os.getpid()}")
     shutil.rmtree(partial, ignore_errors=True)
     model.save_pretrained(partial)
     check_model_dir(partial)

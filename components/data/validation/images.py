@@ -47,13 +47,12 @@ def check_images(paths: list[str], decode: list[bool], *, image_root: str, max_p
     `readable`, the size, mode and `full_decode` (None: not decoded) carry the verdict, `error` the cause.
     """
     out: dict[str, list] = {name: [] for name in IMAGE_RESULT_FIELDS}
-    root = os.path.realpath(image_root)
+    inside_root = _RootCheck(image_root)
     with _pil_guards():
         for path, want_decode in zip(paths, decode, strict=True):
             full = os.path.join(image_root, path)
             exists, readable, header, decoded, error = True, None, None, None, None
-            # the path text is inside the root (annotation check); a symbolic link on the way may still lead out
-            inside = os.path.commonpath([root, os.path.realpath(full)]) == root
+            inside = inside_root(full)
             if not inside:  # never read what a link points at outside the root
                 error = "a symbolic link on the path leads outside the image root"
             else:
@@ -83,6 +82,24 @@ def check_images(paths: list[str], decode: list[bool], *, image_root: str, max_p
             out["full_decode"].append(decoded)
             out["error"].append(error)
     return out
+
+
+class _RootCheck:
+    """Whether a path stays inside the image root once symbolic links are followed. The path text is already
+    inside (the annotation check); a linked folder or file on the way may still lead out. Each folder is
+    resolved once per batch, so an image costs one lstat rather than a realpath (~60 us) on the hot path."""
+
+    def __init__(self, image_root: str):
+        self.root = os.path.realpath(image_root)
+        self.folders: dict[str, str] = {}
+
+    def __call__(self, full: str) -> bool:
+        folder, name = os.path.split(full)
+        real_folder = self.folders.get(folder)
+        if real_folder is None:
+            real_folder = self.folders[folder] = os.path.realpath(folder)
+        target = os.path.realpath(full) if os.path.islink(full) else os.path.join(real_folder, name)
+        return target == self.root or target.startswith(self.root.rstrip(os.sep) + os.sep)
 
 
 def _decodable(header, max_pixels: int, modes: frozenset[str]) -> bool:
