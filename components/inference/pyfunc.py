@@ -1,9 +1,12 @@
 """The exported model as an MLflow pyfunc (`LlavaUhdPyfunc`), and `log_pyfunc_model` that logs it in the active run.
 
-A pyfunc, not `mlflow.pytorch`: its default `pt2` serialization cannot export an HF model, and pickling the model
-would tie the artifact to the class's module layout. The artifact holds the `save_pretrained` directory and, when
-given, the tokenizer directory; `components.inference.sources` reads both back without unpickling the PythonModel.
-It imports `components` from the environment that loads it (pass `code_paths` to bundle the package).
+A pyfunc, not `mlflow.pytorch`: its default `pt2` serialization cannot export an HF model. It is logged from code
+(MLflow's models-from-code, `MODEL_CODE`: a file that imports `LlavaUhdPyfunc` and calls `set_model`), not as a
+pickled instance: `mlflow.pyfunc.load_model` runs that short, readable file from the artifact and unpickles
+nothing (no `python_model.pkl`; it loads with MLFLOW_ALLOW_PICKLE_DESERIALIZATION=false). The artifact holds the
+`save_pretrained` directory (safetensors) and, when given, the tokenizer directory;
+`components.inference.sources` reads both back without loading the pyfunc, so no code from the artifact runs.
+The code file imports `components` from the environment that loads it (pass `code_paths` to bundle the package).
 
 `predict` takes a DataFrame with columns `image_path` (may be empty/None for text-only) and `question` and returns
 one greedy answer per row (vicuna_v1 prompt; `params={"max_new_tokens": n}`).
@@ -11,6 +14,7 @@ one greedy answer per row (vicuna_v1 prompt; `params={"max_new_tokens": n}`).
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import mlflow
@@ -20,6 +24,7 @@ import pandas as pd
 from .model import load_dir
 
 PREDICT_DEFAULTS = {"max_new_tokens": 32, "num_beams": 1, "batch_size": 8}  # predict's params
+MODEL_CODE = Path(__file__).with_name("pyfunc_model.py")  # what log_pyfunc_model logs as the model
 
 
 class LlavaUhdPyfunc(mlflow.pyfunc.PythonModel):
@@ -61,7 +66,12 @@ def log_pyfunc_model(model_dir: str | Path, tokenizer_dir: str | Path | None = N
     artifacts = {"model": str(model_dir)}
     if tokenizer_dir:
         artifacts["tokenizer"] = str(tokenizer_dir)
-    return mlflow.pyfunc.log_model(name=name, python_model=LlavaUhdPyfunc(), artifacts=artifacts,
-                                   model_config={"tokenizer": tokenizer}, code_paths=code_paths,
-                                   signature=pyfunc_signature(), registered_model_name=registered_model_name,
-                                   pip_requirements=[])
+    with warnings.catch_warnings():
+        # No input_example on purpose: the signature is given in full, and with an example MLflow validates it by
+        # loading the logged model and generating (a second model load at the end of every training stage).
+        # MLflow warns whenever a signature comes without an example; only that warning is dropped.
+        warnings.filterwarnings("ignore", message=r".*An input example was not provided", category=UserWarning)
+        return mlflow.pyfunc.log_model(name=name, python_model=str(MODEL_CODE), artifacts=artifacts,
+                                       model_config={"tokenizer": tokenizer}, code_paths=code_paths,
+                                       signature=pyfunc_signature(), registered_model_name=registered_model_name,
+                                       pip_requirements=[])
