@@ -5,8 +5,9 @@
     uhd submit ... -- --raw /mnt/shared/data/raw                              # extra pipelines.train arguments
 
 The job runs `python -m pipelines.train --stage S --local ...` with this checkout as its working_dir, writes its
-outputs under shared storage (`--output-dir`, default <train.ray.storage_path>/outputs/<stage>), and this command
-copies them back into models/ and reports/train/ and prints the pointer JSON (contract:
+outputs under shared storage (`--output-dir`, default <train.ray.storage_path>/outputs/<stage>/<job id>: every
+job its own folder), and this command copies that job's outputs back into models/ and reports/train/ and prints
+the pointer JSON (contract:
 components/training/submit.py). Token auth: export RAY_AUTH_MODE=token with the cluster's ~/.ray/auth_token.
 """
 
@@ -28,7 +29,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--address", required=True, help="Ray dashboard / job server, e.g. http://127.0.0.1:8265")
     parser.add_argument("--stage", choices=("pretrain", "finetune"), required=True)
     parser.add_argument("--params", default="params.yaml", help="relative to the repository root (it is uploaded)")
-    parser.add_argument("--output-dir", default=None, help="shared path the job writes its outputs to")
+    parser.add_argument("--output-dir", default=None,
+                        help="shared path the job writes its outputs to (default: <train.ray.storage_path>/outputs/"
+                             "<stage>/<job id>, one folder per job; with --attach, the attached job's)")
     parser.add_argument("--runtime-pip", action=argparse.BooleanOptionalAction, default=False,
                         help="install requirements.lock into the job env (default: the cluster image has the pins)")
     parser.add_argument("--exclude", action="append", default=[], help="extra working_dir exclude pattern")
@@ -45,7 +48,7 @@ def spec_from_args(args: argparse.Namespace, repo: Path) -> tuple[SubmitSpec, st
     spec = SubmitSpec(address=args.address, stage=args.stage, repo=repo, params=args.params,
                       storage_path=params.train.ray.storage_path, output_dir=args.output_dir,
                       runtime_pip=args.runtime_pip, excludes=tuple(args.exclude), train_args=tuple(args.train_args),
-                      entrypoint=args.entrypoint)
+                      entrypoint=args.entrypoint, job_id=args.attach)
     from components.tracking.mlflow_logging import resolve_tracking_uri
 
     return spec, resolve_tracking_uri(params.tracking.uri, root=repo)

@@ -7,6 +7,13 @@ RNG states; `resume=True` restarts from the latest one and reproduces the uninte
 Works single-process (the env vars DeepSpeed needs are filled in) and under torchrun / Ray Train (already set).
 `TrainHooks` lets a launcher (ray_trainer.py) resume from another directory, see every step's metrics and
 replace where checkpoints are written, reusing this loop's save/resume logic unchanged.
+
+Trust boundary: resuming goes through DeepSpeed's `engine.load_checkpoint`, which reads every file with
+`torch.load(weights_only=False)`: it unpickles, and a pickle can run any code. This loop resumes only from the
+folder it is told to: `cfg.output_dir/checkpoints` when `cfg.resume` is set (the run's own output folder, chosen
+by the caller) or `hooks.resume_dir` (ray_trainer.py passes Ray's checkpoint, which comes only from the run's own
+run dir or the caller's explicit `resume_from`, and checks that). It never looks for checkpoints anywhere else;
+point it only at folders that you or this run wrote. (export.py reads the final weights with weights_only=True.)
 """
 
 from __future__ import annotations

@@ -6,12 +6,17 @@
         checkpoint URI, sha256 of the weights) and <reports>/<stage>_*; returns the summary it reports.
     submit_training_stage(params, stage, files, params_file)     the same stage as a Ray job (submit.py), its
         outputs copied back; returns the job's result.
+
+Every call is a new run with its own folder, `<train.ray.storage_path>/<stage>/<run id>/` (ray_trainer.py):
+checkouts and queued DVC experiments that share a storage path never overwrite, delete or resume each other's
+checkpoints. Nothing deletes old runs: they accumulate there (one checkpoint each, num_to_keep=1), to be removed
+by hand when no run needs them. The run id reaches models/<stage>.json (its checkpoint_uri) and MLflow only: the
+exported model and <reports>/<stage>_loss.csv do not depend on it.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,11 +100,11 @@ def log_trained_model(tracking_uri: str, run_id: str, model_dir: Path, tokenizer
 def run_training_stage(params: Params, stage: str, files: StageFiles, storage_path: str | None = None) -> dict:
     """Train, export, track; `storage_path` overrides train.ray.storage_path (a submitted job's shared storage)."""
 
+    # A fresh run id: the run's folder is new, so it starts fresh without deleting anything (the folder of the
+    # stage is shared by every run on this storage, which may be training right now).
     settings = RaySettings.from_params(params, stage, storage_path)
     cfg = TrainConfig.from_params(params, stage, validated_dir=files.validated, layouts_path=files.layouts,
-                                  raw_root=files.raw, output_dir=str(Path(settings.storage_path) / stage),
-                                  init_from=files.init_from)
-    shutil.rmtree(Path(settings.storage_path) / stage, ignore_errors=True)  # a DVC run starts fresh
+                                  raw_root=files.raw, output_dir=str(settings.run_dir), init_from=files.init_from)
     t0 = time.perf_counter()
     result = fit_on_ray(cfg, settings, ray_address(params.cluster.address))
     wall = time.perf_counter() - t0
@@ -110,7 +115,7 @@ def run_training_stage(params: Params, stage: str, files: StageFiles, storage_pa
     pointer = log_trained_model(params.tracking.uri, result.mlflow_run_id, model_dir, params.model.tokenizer,
                                 cfg.tokenizer_dir, Path(files.models) / f"{stage}.json", result.checkpoint.path, wall)
     loop_metrics = result.return_value or {}
-    steps = read_steps(settings.storage_path, stage)
+    steps = read_steps(result.run_dir)
     losses = loop_metrics.get("losses") or [s["loss"] for s in steps]
     lrs = loop_metrics.get("lrs") or [s["lr"] for s in steps]
     rates = {k: loop_metrics.get(k, result.metrics.get(k)) for k in RATES}

@@ -11,11 +11,16 @@ The contract, end to end:
    it connects with the job supervisor's RAY_ADDRESS, keeps checkpoints under ST and writes
    `models/<stage>/`, `models/<stage>.json` and `reports/train/<stage>_*` under OUT. Both are absolute paths on
    shared storage: the job's working_dir is a temporary copy that Ray deletes afterwards.
-   ST = `train.ray.storage_path` resolved on the submitter; OUT = `--output-dir`, default `ST/outputs/<stage>`.
+   ST = `train.ray.storage_path` resolved on the submitter; OUT = `--output-dir`, default
+   `ST/outputs/<stage>/<job id>`. The job id (`SubmitSpec.job_id`, `llava-uhd-<stage>-<UTC time>-<6 hex>`) is
+   chosen before submitting, so the entrypoint and the fetch name the same folder, and each job has its own:
+   two checkouts (or queued experiments) submitting the same stage never share or overwrite outputs. Its
+   checkpoints go to its own run folder `ST/<stage>/<run id>/` (ray_trainer.py). Nothing here deletes either.
 3. Submitter: follows the job's log until it ends; a job that does not end SUCCEEDED raises `JobFailed` with
-   Ray's message and the log tail. On success it copies OUT back into the checkout (the DVC outs) and returns
-   the pointer JSON. That copy needs OUT visible at the same path on the submitting machine (the head itself,
-   a host with the shared volume mounted, or a loopback head); otherwise pass `fetch=False` and read OUT there.
+   Ray's message and the log tail. On success it copies its own job's OUT (never another job's) back into the
+   checkout (the DVC outs) and returns the pointer JSON. That copy needs OUT visible at the same path on the
+   submitting machine (the head itself, a host with the shared volume mounted, or a loopback head); otherwise
+   pass `fetch=False` and read OUT there.
 
 MLflow: the job logs wherever `tracking.uri` / the cluster's $MLFLOW_TRACKING_URI point. A submitter's own
 $MLFLOW_TRACKING_URI is forwarded; on a loopback head the submitter's resolved URI is forwarded too (same disk),
@@ -35,7 +40,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -70,6 +75,11 @@ def is_loopback(address: str) -> bool:
     return (urlparse(address).hostname or "") in ("127.0.0.1", "localhost", "::1")
 
 
+def new_job_id(stage: str) -> str:
+    """Unique without coordination between submitters (the random part), sortable by submission (UTC time)."""
+    return f"llava-uhd-{stage}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:6]}"
+
+
 @dataclass(frozen=True)
 class SubmitSpec:
     address: str
@@ -77,12 +87,19 @@ class SubmitSpec:
     repo: Path  # the checkout to upload and to copy the outputs into
     params: str = "params.yaml"  # relative to repo (it travels in the working_dir)
     storage_path: str = "ray_results"  # train.ray.storage_path
-    output_dir: str | None = None  # default: <storage>/outputs/<stage>
+    output_dir: str | None = None  # default: <storage>/outputs/<stage>/<job_id>
     runtime_pip: bool = False  # install requirements.lock into the job env (image without the pins)
     excludes: tuple[str, ...] = ()
     train_args: tuple[str, ...] = ()  # passed through to pipelines.train (e.g. --raw /mnt/shared/data/raw)
     env: dict = field(default_factory=dict)
     entrypoint: str | None = None  # override (tests); default: the train stage
+    job_id: str | None = None  # the Ray submission id; None: a fresh new_job_id(stage) (attach: the job's id)
+
+    def __post_init__(self):
+        # Fixed at construction, not at submit: OUT (below) is named after it and must be the same folder for the
+        # entrypoint's --models/--reports, the job metadata and fetch_outputs.
+        if self.job_id is None:
+            object.__setattr__(self, "job_id", new_job_id(self.stage))
 
     @property
     def storage(self) -> Path:
@@ -90,7 +107,10 @@ class SubmitSpec:
 
     @property
     def out(self) -> Path:
-        return Path(self.output_dir).resolve() if self.output_dir else self.storage / "outputs" / self.stage
+        """This job's outputs: `--output-dir` if given, else its own `<storage>/outputs/<stage>/<job_id>`."""
+        if self.output_dir:
+            return Path(self.output_dir).resolve()
+        return self.storage / "outputs" / self.stage / self.job_id
 
 
 def entrypoint(spec: SubmitSpec) -> str:
@@ -131,10 +151,9 @@ def _gitignore_off():
 
 
 def submit(client, spec: SubmitSpec, tracking_uri: str | None = None) -> str:
-    job_id = f"llava-uhd-{spec.stage}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     with _gitignore_off():
         return client.submit_job(entrypoint=entrypoint(spec), runtime_env=runtime_env(spec, tracking_uri),
-                                 submission_id=job_id, entrypoint_num_cpus=0,
+                                 submission_id=spec.job_id, entrypoint_num_cpus=0,
                                  metadata={"stage": spec.stage, "output_dir": str(spec.out)})
 
 
@@ -165,7 +184,8 @@ def wait(client, job_id: str, sink: Callable[[str], object] | None = None, poll_
 
 
 def fetch_outputs(spec: SubmitSpec) -> dict:
-    """Copy the job's outputs from shared storage into the checkout; return the stage's pointer JSON."""
+    """Copy this job's outputs (spec.out, nothing else) from shared storage into the checkout; return the stage's
+    pointer JSON."""
     import json
 
     out, stage = spec.out, spec.stage
@@ -198,6 +218,8 @@ def run(spec: SubmitSpec, wait_for_it: bool = True, fetch: bool = True, attach: 
 
     client = JobSubmissionClient(spec.address)
     t0 = time.perf_counter()
+    if attach:  # that job's outputs, not a fresh id's (an explicit output_dir still wins)
+        spec = replace(spec, job_id=attach)
     job_id = attach or submit(client, spec, tracking_uri)
     result = {"job_id": job_id, "status": "SUBMITTED", "output_dir": str(spec.out), "pointer": None}
     if not wait_for_it:

@@ -128,8 +128,11 @@ def test_train_stage_submits_itself_and_fetches_the_outputs(project):
     assert pointer == result["pointer"]
     assert pointer["model_sha256"] == sha256_file(project / "models/pretrain/model.safetensors")
     shared = Path(result["output_dir"])
-    assert shared == project / "ray_results/outputs/pretrain" and (shared / "models/pretrain.json").exists()
-    assert Path(pointer["checkpoint_uri"]).is_relative_to(project / "ray_results/pretrain")  # not the temp copy
+    assert shared == project / "ray_results/outputs/pretrain" / result["job_id"]  # this job's own folder
+    assert (shared / "models/pretrain.json").exists()
+    checkpoint = Path(pointer["checkpoint_uri"])  # in the run's own folder on shared storage, not the temp copy
+    assert checkpoint.parent.parent == project / "ray_results/pretrain" and checkpoint.parent.name.startswith(
+        "pretrain-") and (checkpoint.parent / "steps.jsonl").exists()
     metrics = json.loads((project / "reports/train/pretrain_metrics.json").read_text())
     assert metrics["steps"] == 2 and (project / "reports/train/pretrain_loss.csv").exists()
     import mlflow

@@ -1,12 +1,19 @@
 """loop.py on a local Ray Train V2 TorchTrainer (gloo, CPU, DeepSpeed ZeRO-2 inside the workers): checkpoints
 reported by every rank and merged by Ray, finite losses, rank 0 writing into the driver's MLflow run, and a
-worker failure (FailureConfig) resumed from Ray's latest checkpoint repeating the uninterrupted losses."""
+worker failure (FailureConfig) resumed from Ray's latest checkpoint repeating the uninterrupted losses; two
+concurrent runs of one stage on one storage path each in its own folder (#13)."""
 
 import math
 import os
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
+from components.config import Params
+from components.training.export import export_checkpoint
 from components.training.loop import TrainConfig
 from components.training.ray_trainer import FAIL_FLAG_ENV, RaySettings, fit, read_steps
 from tests.conftest import TINY_MODEL
@@ -47,7 +54,8 @@ def test_fit_one_worker_reports_checkpoints_and_logs_mlflow(tiny_data, local_ray
         names = set(os.listdir(d))
         assert "latest" in names and "step4" in names, names
         assert "mp_rank_00_model_states.pt" in os.listdir(os.path.join(d, "step4"))
-    steps = read_steps(settings.storage_path, "one")
+    assert Path(result.run_dir).parent == tmp_path / "ray/one" and result.run_id.startswith("one-")
+    steps = read_steps(result.run_dir)
     assert [s["step"] for s in steps] == [1, 2, 3, 4] and all(math.isfinite(s["loss"]) for s in steps)
     client = mlflow.MlflowClient(uri)
     run = client.get_run(result.mlflow_run_id)
@@ -66,8 +74,8 @@ def test_worker_failure_resumes_from_the_reported_checkpoint(tiny_data, local_ra
     faulty = fit(cfg, settings=RaySettings(num_workers=1, storage_path=str(tmp_path / "ray"), name="faulty",
                                            max_failures=1, worker_env=((FAIL_FLAG_ENV, f"{flag}:3:kill"),)))
     assert faulty.error is None and not flag.exists()
-    reference = {s["step"]: s["loss"] for s in read_steps(str(tmp_path / "ray"), "clean")}
-    steps = read_steps(str(tmp_path / "ray"), "faulty")
+    reference = {s["step"]: s["loss"] for s in read_steps(clean.run_dir)}
+    steps = read_steps(faulty.run_dir)
     assert [s["step"] for s in steps] == [1, 2, 3, 3, 4, 5, 6]  # step 3 ran, failed, reran after resume from 2
     resumed = [s for s in steps if s["resumed"]]
     assert [s["step"] for s in resumed] == [3, 4, 5, 6]
@@ -82,4 +90,48 @@ def test_fit_two_workers_merges_both_ranks_shards(tiny_data, local_ray, tmp_path
     with result.checkpoint.as_directory() as d:
         files = set(os.listdir(os.path.join(d, "step2")))
     assert {f"zero_pp_rank_{r}_mp_rank_00_optim_states.pt" for r in (0, 1)} <= files, files
-    assert [s["step"] for s in read_steps(str(tmp_path / "ray"), "two")] == [1, 2]  # rank 0 only
+    assert [s["step"] for s in read_steps(result.run_dir)] == [1, 2]  # rank 0 only
+
+
+def test_two_concurrent_runs_of_one_stage_keep_their_own_folders(tiny_data, local_ray, tmp_path):  # noqa: F811
+    """Two runs of the same stage on the same storage path at the same time (two checkouts or queued DVC
+    experiments on one cluster, #13), each as run_training_stage sets it up (RaySettings.from_params): each gets
+    its own folder with its own steps and checkpoint, neither resumes from, overwrites or deletes the other's."""
+    storage = tmp_path / "shared"
+    another = storage / "pretrain" / "pretrain-20000101T000000Z-0123abcd"  # an older run of another checkout
+    (another / "checkpoint_step000002").mkdir(parents=True)
+    (another / "steps.jsonl").write_text('{"step": 1, "loss": 9.0, "lr": 0.0, "resumed": false}\n')
+    settings = replace(RaySettings.from_params(Params(), "pretrain", str(storage)), num_workers=1,
+                       tracking_uri=None)
+    cfg = config(tiny_data, storage / "unused", stage="pretrain", steps=2, save_every=2)
+    results, spans, errors = {}, {}, []
+
+    def one_run(key: str) -> None:
+        try:
+            run = replace(settings, run_id=None) if key == "b" else settings  # b: fit picks the fresh id itself
+            t0 = time.monotonic()
+            results[key] = fit(cfg, settings=run)
+            spans[key] = (t0, time.monotonic())
+        except BaseException as err:  # noqa: BLE001  (the test's thread asserts there are none)
+            errors.append(err)
+
+    threads = [threading.Thread(target=one_run, args=(key,)) for key in "ab"]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    assert max(t0 for t0, _ in spans.values()) < min(t1 for _, t1 in spans.values())  # they did overlap
+    a, b = results["a"], results["b"]
+    assert a.error is None and b.error is None
+    assert a.run_id == settings.run_id and a.run_id != b.run_id
+    assert {Path(a.run_dir), Path(b.run_dir), another} == {p for p in (storage / "pretrain").iterdir()}
+    for result in (a, b):
+        assert Path(result.checkpoint.path).parent == Path(result.run_dir)  # its checkpoint, in its folder
+        assert sorted(p.name for p in Path(result.run_dir).glob("checkpoint_step*")) == ["checkpoint_step000002"]
+        steps = read_steps(result.run_dir)
+        assert [s["step"] for s in steps] == [1, 2] and not any(s["resumed"] for s in steps)  # its own, fresh
+    assert [s["loss"] for s in read_steps(a.run_dir)] == [s["loss"] for s in read_steps(b.run_dir)]  # same run
+    exported = [export_checkpoint(cfg, r.checkpoint.path, tmp_path / r.run_id) / "model.safetensors" for r in (a, b)]
+    assert exported[0].read_bytes() == exported[1].read_bytes()  # the run's folder is not in the model's bytes
+    assert (another / "checkpoint_step000002").is_dir() and len(read_steps(another)) == 1  # untouched
