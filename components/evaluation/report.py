@@ -5,7 +5,11 @@ metrics.json (the contract the register stage reads)::
     {"headline": {benchmark: score},
      "benchmarks": {benchmark: {scalar metrics, "unparseable_share", "baseline", "baseline_margin", "beats_baseline"}},
      "extreme_aspect": {benchmark: {"score", "drop"}}, "compute": {benchmark: {visual tokens, TFLOPs}},
-     "questions_per_s": {benchmark: q/s}, "skipped": {benchmark: reason}, "submissions": {benchmark: path}}
+     "skipped": {benchmark: reason}, "submissions": {benchmark: path}}
+
+metrics.json, provenance.json, results.md, scores.csv and benchmarks.png are tracked (git / DVC): a rerun of the
+same weights writes the same bytes. How fast this machine answered is not: ``speed.json`` ({benchmark: questions/s},
+gitignored, also logged to MLflow).
 
 Headline scores are percentages (0-100) except MME (perception total, 0-2000); higher is better everywhere.
 Server-scored benchmarks (VQAv2, VizWiz) have no headline: their upload file is listed under ``submissions``.
@@ -67,7 +71,6 @@ def build_metrics(suite: dict) -> dict:
                         "visual_tokens_max": (r["compute"]["visual_tokens"] or {}).get("max"),
                         "tflops_mean": (r["compute"]["tflops"] or {}).get("mean"),
                         "tflops_max": (r["compute"]["tflops"] or {}).get("max")} for n, r in results.items()},
-        "questions_per_s": {n: r["questions_per_s"] for n, r in results.items()},
         "skipped": dict(suite["skipped"]),
         "submissions": {n: r["scores"]["submission"] for n, r in results.items() if "submission" in r["scores"]},
     }
@@ -233,7 +236,10 @@ def write_reports(suite: dict, provenance: dict, reports_dir: str | Path, label:
     reports_dir.mkdir(parents=True, exist_ok=True)
     metrics = build_metrics(suite)
     (reports_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True), encoding="utf-8")
-    details = {"provenance": provenance, "benchmarks": suite["benchmarks"], "skipped": suite["skipped"]}
+    speed = {n: r["questions_per_s"] for n, r in suite["benchmarks"].items()}
+    (reports_dir / "speed.json").write_text(json.dumps({"questions_per_s": speed}, indent=2), encoding="utf-8")
+    benchmarks = {n: {k: v for k, v in r.items() if k != "questions_per_s"} for n, r in suite["benchmarks"].items()}
+    details = {"provenance": provenance, "benchmarks": benchmarks, "skipped": suite["skipped"]}
     (reports_dir / "provenance.json").write_text(json.dumps(details, indent=2, default=str), encoding="utf-8")
     rules = {n: r["baseline"]["rule"] for n, r in suite["benchmarks"].items() if r.get("baseline")}
     (reports_dir / "results.md").write_text(markdown_table(metrics, label, rules), encoding="utf-8")

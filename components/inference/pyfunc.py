@@ -75,3 +75,15 @@ def log_pyfunc_model(model_dir: str | Path, tokenizer_dir: str | Path | None = N
                                        model_config={"tokenizer": tokenizer}, code_paths=code_paths,
                                        signature=pyfunc_signature(), registered_model_name=registered_model_name,
                                        pip_requirements=[])
+
+
+def log_restored_weights(params, model_dir: str | Path, tracking_uri: str | None = None) -> str:
+    """Weights this machine never trained (`dvc pull`, another clone's run cache) logged as this pyfunc into a run of
+    `<prefix>-register`, so the register stage can register them; returns the model's URI."""
+    from components.tracking.mlflow_logging import resolve_tracking_uri, sha256_file
+
+    mlflow.set_tracking_uri(resolve_tracking_uri(tracking_uri or params.tracking.uri))
+    mlflow.set_experiment(f"{params.tracking.experiment_prefix}-register")
+    with mlflow.start_run(run_name="restored-weights"):
+        mlflow.set_tag("model_sha256", sha256_file(Path(model_dir) / "model.safetensors"))
+        return log_pyfunc_model(model_dir, params.model.tokenizer_dir, params.model.tokenizer).model_uri

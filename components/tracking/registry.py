@@ -145,6 +145,14 @@ class Registry:
             raise RegistryError(f"run {run_id} has no logged model named 'model'")
         return f"models:/{found[-1].model_id}", found[-1].model_id
 
+    def source_of(self, model_sha256: str) -> str | None:
+        """The source of a version already registered for these weights (tag `model_sha256`), if any."""
+        try:
+            versions = self.client.search_model_versions(f"name = '{self.name}'")
+        except MlflowException:
+            return None
+        return next((mv.source for mv in versions if mv.tags.get("model_sha256") == model_sha256), None)
+
     def register(self, model_uri: str | None, run_id: str | None, tags: dict[str, str]) -> str:
         """The version for this model: an existing one with the same source (a re-run), else a new one."""
         self.ensure_model()

@@ -68,8 +68,11 @@ def export_checkpoint(cfg: TrainConfig, checkpoint_dir: str | Path, out_dir: str
     return out
 
 
-def write_reports(reports_dir: str | Path, stage: str, losses: list[float], lrs: list[float], summary: dict) -> dict:
-    """`<stage>_loss.csv` (step, loss, lr) and `<stage>_metrics.json` (summary + final_loss, steps)."""
+def write_reports(reports_dir: str | Path, stage: str, losses: list[float], lrs: list[float], summary: dict,
+                  speed: dict | None = None) -> dict:
+    """`<stage>_loss.csv` (step, loss, lr) and `<stage>_metrics.json` (summary + final_loss, steps): tracked, the
+    same bytes on a rerun. `speed` (this machine's throughput, wall time and MLflow run) goes to `<stage>_speed.json`,
+    gitignored. Returns both together."""
     reports = Path(reports_dir)
     reports.mkdir(parents=True, exist_ok=True)
     with open(reports / f"{stage}_loss.csv", "w", newline="") as f:
@@ -79,4 +82,6 @@ def write_reports(reports_dir: str | Path, stage: str, losses: list[float], lrs:
         writer.writerows((step, f"{loss:.6f}", f"{lr:.8g}") for step, (loss, lr) in rows)
     metrics = {"final_loss": losses[-1] if losses else None, "steps": len(losses), **summary}
     (reports / f"{stage}_metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
-    return metrics
+    if speed is not None:
+        (reports / f"{stage}_speed.json").write_text(json.dumps(speed, indent=2, sort_keys=True) + "\n")
+    return {**metrics, **(speed or {})}

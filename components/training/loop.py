@@ -108,6 +108,9 @@ class TrainConfig:
         """The config of training stage `stage` under `params`. Relative paths (the data, the output, the
         tokenizer, init_from) are made absolute against `root`: Ray workers do not run in the repository root."""
         recipe = getattr(params.train, stage)
+        # only fine-tuning unfreezes the ViT or LLM layers: pretraining never reads these (nor lists them in dvc.yaml)
+        finetune_only = ({"tune_vision": params.train.tune_vision,
+                          "finetune_llm_layers": params.train.finetune_llm_layers} if stage == "finetune" else {})
 
         def absolute(path):
             return str((Path(root) / path).resolve()) if path else None
@@ -117,8 +120,9 @@ class TrainConfig:
             output_dir=absolute(output_dir), init_from=absolute(init_from), stage=stage, source=params.data.source,
             tokenizer_dir=absolute(params.model.tokenizer_dir), compressor=params.compressor,
             strategy=params.slicing.strategy, preset=params.slicing.active_preset,
-            spatial_schema=params.spatial_schema, limit=recipe.limit or None, tune_vision=params.train.tune_vision,
-            threads=params.train.ray.threads_per_worker, finetune_llm_layers=params.train.finetune_llm_layers,
+            spatial_schema=params.spatial_schema, limit=recipe.limit or None,
+            threads=params.train.ray.threads_per_worker,
+            **finetune_only,
             **{name: getattr(params.model, name) for name in MODEL_FIELDS},
             **{name: getattr(recipe, name) for name in RECIPE_FIELDS})
 

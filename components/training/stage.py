@@ -119,9 +119,9 @@ def run_training_stage(params: Params, stage: str, files: StageFiles, storage_pa
     losses = loop_metrics.get("losses") or [s["loss"] for s in steps]
     lrs = loop_metrics.get("lrs") or [s["lr"] for s in steps]
     rates = {k: loop_metrics.get(k, result.metrics.get(k)) for k in RATES}
-    summary = {**{k: round(v, 4) for k, v in rates.items() if v is not None}, "wall_seconds": round(wall, 2),
-               "mlflow_run_id": result.mlflow_run_id, "model_sha256": pointer["model_sha256"]}
-    return write_reports(files.reports, stage, losses, lrs, summary)
+    speed = {**{k: round(v, 4) for k, v in rates.items() if v is not None}, "wall_seconds": round(wall, 2),
+             "mlflow_run_id": result.mlflow_run_id}  # this machine's and this run's: <stage>_speed.json, gitignored
+    return write_reports(files.reports, stage, losses, lrs, {"model_sha256": pointer["model_sha256"]}, speed)
 
 
 def submit_training_stage(params: Params, stage: str, files: StageFiles, params_file: str) -> dict:

@@ -175,10 +175,19 @@ def test_server_scored_benchmark_without_files_is_missing(tmp_path):
         ADAPTERS["vizwiz"].questions(tmp_path / "vizwiz")
 
 
-def test_evaluate_stage_refuses_weights_that_are_not_the_pointers(tiny, tmp_path):
-    from components.config import load_params
-    from components.evaluation.exported_model import WeightsMismatch, load_evaluated_model
+def test_evaluated_provenance_holds_nothing_of_the_run(tiny, tmp_path):
+    """provenance.json is tracked in git: a rerun of the same weights must write the same bytes (#13), so the MLflow
+    ids and the commit go to MLflow's tags (run_links), and a stale run record links nothing."""
+    from components.config import ModelConfig, load_params
+    from components.evaluation.exported_model import load_evaluated_model, provenance, run_links
+    from components.evaluation.suite import EvalPlan
 
     tiny[0].save_pretrained(tmp_path / "model")
-    with pytest.raises(WeightsMismatch, match="re-run `dvc repro finetune`"):
-        load_evaluated_model(tmp_path / "model", {"model_sha256": "0" * 64}, load_params().model)
+    gpt2 = ModelConfig(tokenizer="gpt2", tokenizer_dir="assets/tokenizers/gpt2")  # the tiny fixture's tokenizer
+    model, _, sha = load_evaluated_model(tmp_path / "model", gpt2)
+    prov = provenance(sha, model, "synthetic", EvalPlan.from_params(load_params().eval), "data/raw/synthetic/eval")
+    assert prov["model_sha256"] == sha
+    assert not {"mlflow_run_id", "model_uri", "checkpoint_uri", "git_commit"} & set(prov)
+    record = {"mlflow_run_id": "r1", "model_uri": "models:/m-1", "model_sha256": sha}
+    assert run_links(record, sha)["model_run_id"] == "r1"
+    assert run_links({**record, "model_sha256": "0" * 64}, sha)["model_run_id"] is None  # another run's record

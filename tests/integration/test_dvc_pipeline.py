@@ -1,5 +1,7 @@
 """`dvc repro` on a scratch copy of the repository (the smoke-sized profile): the whole DAG runs, download to
-register, is idempotent, and params are scoped (`dvc exp run -S compressor=mlp` re-runs training onwards only)."""
+register, is idempotent, a forced rerun writes the same bytes (git sees no change, #13), params are scoped
+(`dvc exp run -S compressor=mlp` re-runs training onwards only), the experiment runs from a fresh shell with the
+venv's dvc (bin/python finds the interpreter) and the README's way back restores the baseline exactly."""
 
 import csv
 import io
@@ -15,10 +17,10 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-# three DAG runs (repro, no-op repro, a param-scoped exp run): 462 s alone on 2 cores, more beside another worker
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
+# four DAG runs (repro, no-op repro, forced rerun, a param-scoped exp run) and the way back: ~10 min on 2 cores
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
-COPY = ["components", "pipelines", "params", "dvc.yaml", ".dvcignore", ".gitignore", "pyproject.toml",
+COPY = ["bin", "components", "pipelines", "params", "dvc.yaml", ".dvcignore", ".gitignore", "pyproject.toml",
         "assets/tokenizers"]
 TRAINING = ("pretrain", "finetune")
 DATA = ("download", "validate", "layouts")
@@ -100,7 +102,15 @@ def test_repro_is_complete_idempotent_and_param_scoped(project):
     assert "up to date" in sh("dvc repro", root, env)
 
     sh("git add -A && git commit -qm 'baseline run'", root, env)  # dvc exp needs the baseline committed
-    retrain = sh("dvc exp run -S compressor=mlp", root, env)  # a training param: re-trains, leaves the data alone
+    rerun = sh("dvc repro --force --no-run-cache", root, env)  # every stage again, from scratch
+    assert all(f"Running stage '{stage}'" in rerun for stage in (*DATA, *AFTER_TRAINING))
+    assert sh("git status --porcelain", root, env) == "", "a rerun changed tracked files (dvc.lock, metrics, ...)"
+
+    # The README's experiment command from a fresh shell: no venv on PATH, the venv's dvc by its path.
+    (root / ".venv").symlink_to(sys.prefix)
+    fresh = dict(env, PATH="/usr/bin:/bin")
+    fresh.pop("VIRTUAL_ENV", None)
+    retrain = sh(".venv/bin/dvc exp run -S compressor=mlp", root, fresh)  # training onwards, not the data
     for stage in AFTER_TRAINING:
         assert f"Running stage '{stage}'" in retrain
     for stage in DATA:
@@ -110,6 +120,11 @@ def test_repro_is_complete_idempotent_and_param_scoped(project):
     rows = list(csv.DictReader(io.StringIO(sh("dvc exp show --csv", root, env))))
     assert {r["compressor"] for r in rows} >= {"resampler", "mlp"}  # the baseline and the experiment side by side
     assert all(r["headline.textvqa"] not in ("", None) for r in rows if r["compressor"] == "mlp")
+
+    assert "compressor: mlp" in (root / "params.yaml").read_text()
+    back = sh("git checkout params.yaml && dvc repro", root, env)  # README: back to the committed baseline
+    assert all(f"Running stage '{stage}'" not in back for stage in (*DATA, *TRAINING))  # restored, not retrained
+    assert sh("git status --porcelain", root, env) == "", "the way back did not restore the baseline's bytes"
 
     params = yaml.safe_load((root / "params.yaml").read_text())
     params["slicing"]["preset"] = "uhd-eccv"
