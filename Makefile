@@ -43,7 +43,7 @@ demo: install
 	@echo "Registry: reports/registry/decision.json (gates), uhd promote / uhd rollback"
 	@echo "Ask the model: $(VENV)/bin/uhd infer IMAGE \"question\"   (the registry champion; --model for another)"
 	@echo "MLflow UI: $(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db"
-	@echo "Interactive plots (loss curves, distributions): dvc plots show (writes dvc_plots/index.html)"
+	@echo "Interactive plots (loss curves, distributions): $(VENV)/bin/dvc plots show (dvc_plots/index.html, offline)"
 	@echo "The paper's claim in miniature (UHD vs pad336 on fine detail, ~35 min): make claim"
 
 # The paper's claim in miniature: UHD and pad336 trained with the same data, steps and LLM, asked held-out

@@ -1,0 +1,1 @@
+"""LLaVA-UHD, reproducible: the library the pipeline stages (pipelines/) are made of; components/README.md."""
