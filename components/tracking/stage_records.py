@@ -108,13 +108,14 @@ def training_record(inputs: RegisterInputs, sha: str) -> dict:
 
 
 def model_source(registry: Registry, sha: str, record: dict, log_weights: Callable[[], str] | None) -> str | None:
-    """The MLflow model to register for the weights `sha`: the training run's (None: the model its run logged, found
-    by the registry), else the source of a version already registered for them, else `log_weights()` (the folder
-    logged now: weights this machine never trained; a rerun then finds that version instead of logging again)."""
-    if record:
-        return record.get("model_uri")
+    """The MLflow model to register for the weights `sha`: the source of the version already registered for them (a
+    rerun that reproduced the same bytes gets the same version, not one per MLflow run), else the training run's
+    (None: the model its run logged, found by the registry), else `log_weights()` (the folder logged now: weights
+    this machine never trained)."""
     if source := registry.source_of(sha):
         return source
+    if record:
+        return record.get("model_uri")
     if log_weights is None:
         raise SystemExit(f"register: no MLflow model for weights {sha[:12]}… (no run record, no version): retrain "
                          "with `dvc repro --force finetune`")

@@ -102,6 +102,10 @@ def test_weights_without_their_run_record_register_once(tmp_path, repo_root, sto
     uri, models = store
     params, inputs, log = stage_files(tmp_path, repo_root, uri, models[0], HEADLINE, name="restored")
     first = register_from_reports(params, inputs, log)
+    rerun = json.loads(Path(inputs.pointer).read_text())  # a rerun: the same bytes from a new MLflow run
+    _, new_run = models[1]
+    Path(inputs.pointer).write_text(json.dumps({**rerun, "mlflow_run_id": new_run, "model_uri": models[1][0]}))
+    assert register_from_reports(params, inputs, log)["version"] == first["version"]
     Path(inputs.pointer).write_text(json.dumps({"mlflow_run_id": "another", "model_sha256": "0" * 64}))
     again = register_from_reports(params, inputs, log)
     assert again["version"] == first["version"] == "1"
