@@ -126,6 +126,11 @@ def test_reports_hold_headlines_provenance_table_and_plots(suite, tmp_path):
         assert entry["beats_baseline"] is (run["scores"]["headline"] > run["baseline"]["score"])
         assert 0.0 <= entry["unparseable_share"] <= 1.0
     assert json.loads((tmp_path / "provenance.json").read_text())["provenance"]["model_sha256"] == "abc"
+    # this machine's speed is not in the tracked reports (a rerun writes the same bytes, #13) but in speed.json
+    for tracked in ("metrics.json", "provenance.json", "results.md", "scores.csv"):
+        assert "questions_per_s" not in (tmp_path / tracked).read_text(), tracked
+    speed = json.loads((tmp_path / "speed.json").read_text())["questions_per_s"]
+    assert set(speed) == set(SEVEN) | {"textvqa_extreme_aspect"} and all(v > 0 for v in speed.values())
     table = (tmp_path / "results.md").read_text()
     assert "| this run |" in table and "LLaVA-UHD-13B" in table and "skipped" in table
     assert "| trivial baseline |" in table and "Above their trivial baseline:" in table
