@@ -21,7 +21,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 READMES = sorted([REPO / "README.md", *REPO.glob("*/README.md")])
 FENCE = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
-IMAGE_NAME = re.compile(r"""["']([\w-]+\.(?:jpg|jpeg|png))["']""")
+IMAGE_NAME = re.compile(r"""["']((?:[\w-]+/)*[\w-]+\.(?:jpg|jpeg|png))["']""")  # a name or a relative path
 
 
 def python_blocks(readme: Path) -> list[str]:
@@ -66,6 +66,7 @@ def test_the_readme_has_python_examples():
                          ids=[f"{r.relative_to(REPO)}#{i}" for r, i, _ in BLOCKS])
 def test_readme_example_runs_as_written(readme, index, code, logged, images, tmp_path, monkeypatch):
     for n, name in enumerate(sorted(set(IMAGE_NAME.findall(code)))):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(images[n % len(images)], tmp_path / name)  # the tiny model answers any image
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", logged["uri"])
