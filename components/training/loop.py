@@ -199,6 +199,15 @@ def _set_rng_state(state: dict) -> None:
     random.setstate(state["python"])
 
 
+def _mean_over_ranks(value: float, world_size: int) -> float:
+    """The step's loss over every rank's micro-batches (rank 0 logs it), not rank 0's share alone."""
+    if world_size == 1:
+        return value
+    total = torch.tensor([value], dtype=torch.float64)
+    torch.distributed.all_reduce(total)
+    return float(total.item()) / world_size
+
+
 def _batches(dataset, sampler, collate, num_workers: int):
     """Endless (batch, sampler_state) pairs; the state counts batches consumed, not prefetched."""
     while True:
@@ -242,8 +251,9 @@ def train(cfg: TrainConfig, hooks: TrainHooks | None = None) -> dict:
     engine, _, _, _ = deepspeed.initialize(
         model=model, model_parameters=[p for p in model.parameters() if p.requires_grad], config=ds_config,
         lr_scheduler=deepspeed_config.schedule(cfg.steps, cfg.warmup_ratio))
+    # one global batch per optimizer step, whatever the split into workers x micro-batches x accumulation
     sampler = LengthGroupedBatchSampler(dataset.lengths, cfg.micro_batch, seed=cfg.seed, num_replicas=world_size,
-                                        rank=rank)
+                                        rank=rank, accumulation=accumulation)
     ckpt_dir = Path(cfg.output_dir) / "checkpoints"
     step, resumed_from = 0, None
     resume_dir = Path(hooks.resume_dir) if hooks.resume_dir else (ckpt_dir if cfg.resume else None)
@@ -273,7 +283,7 @@ def train(cfg: TrainConfig, hooks: TrainHooks | None = None) -> dict:
             engine.step()
             micro_losses.append(float(loss.detach()))
         step += 1
-        losses.append(sum(micro_losses) / len(micro_losses))
+        losses.append(_mean_over_ranks(sum(micro_losses) / len(micro_losses), world_size))
         if rank == 0:  # one line a step: minutes-long CPU stages must show that they move
             print(f"[{cfg.stage}] step {step}/{cfg.steps} loss {losses[-1]:.4f} lr {lrs[-1]:.2e} "
                   f"{time.perf_counter() - meter.t0:.0f} s", flush=True)
@@ -289,5 +299,6 @@ def train(cfg: TrainConfig, hooks: TrainHooks | None = None) -> dict:
     rates = meter.snapshot()
     return {"losses": losses, "lrs": lrs, "steps": step, "checkpoints": saved, "resumed_from": resumed_from,
             "gradient_accumulation": accumulation, "bf16": ds_config["bf16"]["enabled"], "cpu_bf16_autocast": autocast,
-            "seconds": time.perf_counter() - meter.t0, **rates, "data": dataset.stats(),
+            "seconds": time.perf_counter() - meter.t0, **rates,
+            "data": {**dataset.stats(), "not_in_a_full_global_batch": sampler.dropped(sampler.epoch)},
             "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad)}
