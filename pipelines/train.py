@@ -2,8 +2,9 @@
 
 params.yaml -> components/training/stage.py: TrainConfig and RaySettings from params -> ray_trainer.fit (the driver
 owns the MLflow run; rank 0 logs every step) -> the final checkpoint exported with save_pretrained into
-models/<stage>/ -> logged to the run as a pyfunc -> models/<stage>.json (run id, model URI, checkpoint URI, sha256
-of the weights) and reports/train/<stage>_*. Finetune starts from the weights of models/pretrain (--init-from).
+models/<stage>/ -> logged to the run as a pyfunc -> models/<stage>.json (this machine's run record, gitignored: run
+id, model URI, checkpoint URI, sha256 of the weights) and reports/train/<stage>_*. Finetune starts from the
+weights of models/pretrain (--init-from).
 With `cluster.address` = http(s)://head:8265 the stage submits itself there as a Ray job (the job runs this module
 with `--local`, so it never resubmits) and copies the job's outputs back: components/training/submit.py.
 """

@@ -5,8 +5,9 @@
 - `StageRun`: a context manager that starts a run in the experiment `<prefix>-<stage>`, logs the flattened
   config as params and per-step metrics (`loss`, `lr`, `tokens_per_s`, anything else numeric); on ranks other
   than 0 every method is a no-op, so callers need no `if rank == 0`.
-- `write_pointer(...)`: the small JSON a DVC stage declares as its out: run id, model URI, checkpoint URI and
-  the sha256 of the exported `model.safetensors`.
+- `write_pointer(...)`: this machine's record of a training run (`models/<stage>.json`, gitignored, not a DVC
+  out: its ids change on every rerun): run id, model URI, checkpoint URI and the sha256 of the exported
+  `model.safetensors`.
 
 The exported model itself is logged as an MLflow pyfunc by `components.inference.pyfunc.log_pyfunc_model` (in the
 active run): the pyfunc answers questions, which is inference's job, and tracking stays below inference in the
@@ -143,7 +144,7 @@ class StageRun:
 
 def write_pointer(path: str | Path, mlflow_run_id: str | None, model_uri: str | None,
                   checkpoint_uri: str | None, model_dir: str | Path | None = None) -> dict:
-    """The JSON pointer a DVC stage outputs: {mlflow_run_id, model_uri, checkpoint_uri, model_sha256}."""
+    """The run record a training stage writes: {mlflow_run_id, model_uri, checkpoint_uri, model_sha256}."""
     weights = Path(model_dir) / "model.safetensors" if model_dir else None
     pointer = {"mlflow_run_id": mlflow_run_id, "model_uri": model_uri, "checkpoint_uri": checkpoint_uri,
                "model_sha256": sha256_file(weights) if weights and weights.exists() else None}

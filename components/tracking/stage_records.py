@@ -1,7 +1,7 @@
 """What the train, evaluate and register stages record in MLflow and the Model Registry.
 
     log_evaluation(...)        the scores, provenance and reports of an evaluation, in `<prefix>-evaluate`
-    register_from_reports(...) pointer + eval/validate metrics -> a registered version with alias gates
+    register_from_reports(...) the weights (by sha256) + eval/validate metrics -> a registered version with alias gates
     decision_summary(...)      the printed verdict of a registry decision
 
 The stage modules (pipelines/) only parse their arguments and call these.

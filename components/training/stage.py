@@ -2,8 +2,9 @@
 
     run_training_stage(params, stage, files)     TrainConfig + RaySettings from params -> ray_trainer.fit (the
         driver owns the MLflow run; rank 0 logs every step) -> the final checkpoint exported with save_pretrained
-        into <models>/<stage>/ -> logged to the run as a pyfunc -> <models>/<stage>.json (run id, model URI,
-        checkpoint URI, sha256 of the weights) and <reports>/<stage>_*; returns the summary it reports.
+        into <models>/<stage>/ -> logged to the run as a pyfunc -> <models>/<stage>.json (this machine's run
+        record: run id, model URI, checkpoint URI, sha256 of the weights) and <reports>/<stage>_* (the tracked
+        loss CSV and metrics, the gitignored speed); returns the summary it reports.
     submit_training_stage(params, stage, files, params_file)     the same stage as a Ray job (submit.py), its
         outputs copied back; returns the job's result.
 
@@ -83,7 +84,7 @@ def fit_on_ray(cfg: TrainConfig, settings: RaySettings, address: str):
 
 def log_trained_model(tracking_uri: str, run_id: str, model_dir: Path, tokenizer: str, tokenizer_dir: str,
                       pointer_path: Path, checkpoint_uri: str, wall_seconds: float) -> dict:
-    """Into the run the Ray driver opened: the pyfunc model and the wall time; returns the written pointer."""
+    """Into the run the Ray driver opened: the pyfunc model and the wall time; returns the run record written."""
     import mlflow
 
     from components.inference.pyfunc import log_pyfunc_model
