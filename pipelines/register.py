@@ -18,7 +18,6 @@ import sys
 from pathlib import Path
 
 from components.config import load_params
-from components.inference.pyfunc import log_restored_weights
 from components.tracking.stage_records import RegisterInputs, decision_summary, read_json, register_from_reports
 
 
@@ -41,9 +40,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     inputs = RegisterInputs(args.pointer, args.eval_metrics, args.validate_metrics, args.dvc_lock, args.model_dir)
     params = load_params(args.params)
-    decision = register_from_reports(params, inputs, args.log, args.tracking_uri,
-                                     log_weights=lambda: log_restored_weights(params, args.model_dir,
-                                                                              args.tracking_uri))
+
+    def log_weights() -> str:  # only for weights this machine never trained: torch and the model code load lazily
+        from components.inference.pyfunc import log_restored_weights
+
+        return log_restored_weights(params, args.model_dir, args.tracking_uri)
+
+    decision = register_from_reports(params, inputs, args.log, args.tracking_uri, log_weights=log_weights)
     Path(args.decision).parent.mkdir(parents=True, exist_ok=True)
     Path(args.decision).write_text(json.dumps(decision, indent=2, sort_keys=True) + "\n")
     registered = {"model_name": decision["model_name"], "model_sha256": decision["model_sha256"]}
