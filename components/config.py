@@ -132,7 +132,7 @@ class ClusterConfig:
 
 
 # tiny: model/tiny.py; smollm2-135m: model/build.py + model/smollm2.py; the others: model/architectures.py MODELS
-ARCHITECTURES = ("tiny", "smollm2-135m", "llava-uhd-7b", "llava-uhd-13b")
+ARCHITECTURES = ("tiny", "smollm2-135m", "llava-uhd-7b", "llava-uhd-13b", "llava-uhd-144-7b", "llava-uhd-144-13b")
 
 
 @dataclass(frozen=True)
@@ -143,7 +143,7 @@ class ModelConfig:
     components/model/architectures.py and loads `vision_weights` / `llm_weights` (a local save_pretrained dir
     or a hub id, safetensors only) on each worker."""
 
-    architecture: str = "smollm2-135m"  # smollm2-135m | tiny | llava-uhd-7b | llava-uhd-13b
+    architecture: str = "smollm2-135m"  # smollm2-135m | tiny | llava-uhd-7b | llava-uhd-13b | llava-uhd-144-13b (ECCV)
     vision_weights: str = ""  # paper scale: e.g. openai/clip-vit-large-patch14-336; "" = random init
     llm_weights: str = ""  # paper scale: e.g. lmsys/vicuna-13b-v1.5; "" = random init
     tokenizer: str = "smollm2"  # llama | gpt2 | smollm2

@@ -8,7 +8,7 @@ import pytest
 from components.config import Params, load_params
 
 REPO = Path(__file__).resolve().parents[2]
-PARAMS_FILES = ["params.yaml", "params/paper-7b.yaml", "params/paper-13b.yaml"]
+PARAMS_FILES = ["params.yaml", "params/paper-7b.yaml", "params/paper-13b.yaml", "params/paper-eccv-13b.yaml"]
 
 
 @pytest.mark.parametrize("params_file", PARAMS_FILES)
