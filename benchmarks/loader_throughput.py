@@ -28,11 +28,11 @@ from components.model.build import build_model, load_tokenizer  # noqa: E402
 from components.training.collate import Collate  # noqa: E402
 from components.training.dataset import TrainingSet  # noqa: E402
 from components.training.loop import TrainConfig  # noqa: E402
-from components.training.sampler import LengthGroupedBatchSampler  # noqa: E402
+from components.training.sampler import GlobalBatchSampler  # noqa: E402
 
 
 def loader_rate(dataset, sampler_args, collate, workers: int, batches: int) -> tuple[float, int]:
-    sampler = LengthGroupedBatchSampler(**sampler_args)
+    sampler = GlobalBatchSampler(**sampler_args)
     loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=workers)
     it = iter(loader)
     next(it)  # worker start-up is not throughput
@@ -57,14 +57,14 @@ def main() -> None:
     tok = load_tokenizer(cfg.tokenizer, cfg.tokenizer_dir)
     model = build_model(cfg, tok)
     dataset = TrainingSet(cfg.validated_dir, cfg.layouts_path, cfg.raw_root, args.set, tok, model.config)
-    sampler_args = {"lengths": dataset.lengths, "batch_size": args.micro_batch, "seed": 0}
+    sampler_args = {"lengths": dataset.lengths, "batch_size": args.micro_batch, "seed": 0, "order": "length_grouped"}
     collate = Collate(0)
     rates = {}
     for workers in (0, 2):
         rates[workers], n = loader_rate(dataset, sampler_args, collate, workers, args.batches)
         print(f"loader  workers={workers}  {rates[workers]:8.2f} samples/s  ({n} samples)")
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-    loader = torch.utils.data.DataLoader(dataset, batch_sampler=LengthGroupedBatchSampler(**sampler_args),
+    loader = torch.utils.data.DataLoader(dataset, batch_sampler=GlobalBatchSampler(**sampler_args),
                                          collate_fn=collate)
     times, samples = [], 0
     for k, batch in zip(range(args.batches + 1), loader, strict=False):

@@ -165,17 +165,24 @@ class ModelConfig:
             _require(getattr(self, name) >= 1, name, ">= 1", getattr(self, name))
 
 
+# infra/deepspeed/<name>.json: the one source of the ZeRO settings (components/training/deepspeed_config.py)
+DEEPSPEED_CONFIGS = ("zero2", "zero2_offload", "zero3", "zero3_offload")
+BATCH_ORDERS = ("random", "modality_grouped", "length_grouped")  # components/training/sampler.py
+
+
 @dataclass(frozen=True)
 class TrainStageConfig:
     """One training stage (components/training/loop.py TrainConfig)."""
 
-    steps: int = 8
+    epochs: float = 0.3  # passes over the validated set; steps = ceil(epochs x full global batches per epoch)
     global_batch: int = 4
     micro_batch: int = 2
     lr: float = 1e-3
     weight_decay: float = 0.0
     warmup_ratio: float = 0.03
-    zero_stage: int = 2
+    grad_clip: float = 1.0  # max gradient norm; 0 = no clipping (the reference: DeepSpeed's default, unclipped)
+    batch_order: str = "random"  # random (LLaVA pretraining) | modality_grouped (LLaVA fine-tuning) | length_grouped
+    deepspeed: str = "zero2"  # infra/deepspeed/<name>.json: zero2 | zero2_offload | zero3 | zero3_offload
     max_length: int = 2048
     save_every: int = 0  # optimizer steps between checkpoints; 0 = only at the end
     limit: int = 0  # first N samples of the set; 0 = all
@@ -184,15 +191,19 @@ class TrainStageConfig:
     gradient_checkpointing: bool = False  # paper: true (activations are most of the memory at seq 2048)
 
     def __post_init__(self):
-        for name in ("steps", "global_batch", "micro_batch", "max_length"):
+        for name in ("global_batch", "micro_batch", "max_length"):
             _require(getattr(self, name) >= 1, name, ">= 1", getattr(self, name))
+        _require(self.epochs > 0, "epochs", "> 0 (fractions train part of an epoch)", self.epochs)
         _require(self.global_batch % self.micro_batch == 0, "global_batch",
                  f"a multiple of micro_batch ({self.micro_batch})", self.global_batch)
         _require(self.lr > 0, "lr", "> 0", self.lr)
         _require(self.weight_decay >= 0, "weight_decay", ">= 0", self.weight_decay)
         _require(0 <= self.warmup_ratio < 1, "warmup_ratio", "in [0, 1)", self.warmup_ratio)
+        _require(self.grad_clip >= 0, "grad_clip", ">= 0 (0 = no clipping)", self.grad_clip)
+        _require(self.batch_order in BATCH_ORDERS, "batch_order", f"one of {list(BATCH_ORDERS)}", self.batch_order)
+        _require(self.deepspeed in DEEPSPEED_CONFIGS, "deepspeed", f"one of {list(DEEPSPEED_CONFIGS)}",
+                 self.deepspeed)
         _require(self.autocast in ("auto", "bf16", "off"), "autocast", "auto, bf16 or off", self.autocast)
-        _require(self.zero_stage in (0, 1, 2, 3), "zero_stage", "0, 1, 2 or 3", self.zero_stage)
         _require(self.save_every >= 0, "save_every", ">= 0 (0 = only at the end)", self.save_every)
         _require(self.limit >= 0, "limit", ">= 0 (0 = all)", self.limit)
 
@@ -218,7 +229,8 @@ class RayTrainConfig:
 class TrainConfigs:
     pretrain: TrainStageConfig = field(default_factory=TrainStageConfig)
     # The embedded profile's rate (params.yaml); the paper's 2e-5 is in params/paper-*.yaml.
-    finetune: TrainStageConfig = field(default_factory=lambda: TrainStageConfig(steps=12, lr=2e-4, warmup_ratio=0.03))
+    finetune: TrainStageConfig = field(default_factory=lambda: TrainStageConfig(
+        epochs=0.42, lr=2e-4, batch_order="modality_grouped"))
     ray: RayTrainConfig = field(default_factory=RayTrainConfig)
     tune_vision: bool = False  # also train the ViT in finetune (paper Table 4; the authors: "we do not train the ViTs")
     # finetune trains the LLM's top N decoder layers (+ final norm) only; 0 = the whole LLM (LLaVA's recipe). On 2

@@ -3,8 +3,10 @@
 At construction (main process, once): every conversation is tokenized with the set's template, the image
 row is joined with its layout (its `num_tokens` is READ from the layouts table, never recomputed), samples
 that cannot fit `max_length` without cutting the image (or that lose all supervision, or have no layout) are
-dropped with a counted reason in `self.skipped` (nothing is dropped silently), and `lengths` (text tokens +
-visual tokens; negative for text-only samples, LLaVA's modality convention) feed the length-grouped sampler.
+dropped with a counted reason in `self.skipped` (nothing is dropped silently). Two lengths per sample feed the
+sampler (negative for text-only samples, LLaVA's modality convention): `lengths`, text tokens + visual tokens
+(what a micro-batch pads to), and `modality_lengths`, LLaVA's word counts without image tokens (what its
+modality-grouped order balances).
 
 In `__getitem__` (DataLoader workers): the image is decoded and sliced with the processor's code
 (`UhdProcessor.process_image`, planned by the model config's `plan`), the single placeholder is expanded to
@@ -65,6 +67,7 @@ class TrainingSet(torch.utils.data.Dataset):
         self.skipped: Counter = Counter()
         self.truncated = 0
         self.samples: list[tuple[str, str | None, int, np.ndarray, np.ndarray]] = []
+        self.modality_lengths: list[int] = []
         ids, images, convs = (rows.column(c).to_pylist() for c in ("id", "image", "conversations"))
         for sample_id, image, conversations in list(zip(ids, images, convs, strict=True))[:limit]:
             n_visual = 0
@@ -87,6 +90,8 @@ class TrainingSet(torch.utils.data.Dataset):
             self.truncated += bool(enc.num_truncated)  # kept, text cut from the right: counted too
             self.samples.append((sample_id, image, n_visual, np.asarray(enc.input_ids, np.int64),
                                  np.asarray(enc.labels, np.int64)))
+            words = _word_length(conversations)
+            self.modality_lengths.append(words if image is not None else -words)
         if not self.samples:
             raise ValueError(f"{set_name}: no usable sample (skipped: {dict(self.skipped)})")
         self.lengths = [(len(s[3]) - 1 + s[2]) if s[1] is not None else -len(s[3]) for s in self.samples]
@@ -112,6 +117,12 @@ class TrainingSet(torch.utils.data.Dataset):
         item["labels"] = torch.tensor(expand_image_labels(labels.tolist(), input_ids.tolist(), [n_visual]))
         item["pixel_values"], item["image_sizes"] = processed.pixels, [processed.size]
         return item
+
+
+def _word_length(conversations: list[dict]) -> int:
+    """LLaVA's `modality_lengths` of one sample: the words of its turns (the `<image>` marker is one word, its
+    visual tokens none); at least 1, so an empty conversation keeps its modality's sign."""
+    return max(1, sum(len(turn["value"].split()) for turn in conversations))
 
 
 def _layout_tokens(layouts_path: str | Path, model_config) -> dict[str, int]:

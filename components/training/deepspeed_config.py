@@ -1,4 +1,8 @@
-"""The DeepSpeed config dict, built from a handful of training numbers, and the learning-rate schedule.
+"""The DeepSpeed config dict and the learning-rate schedule.
+
+Config (`build`): infra/deepspeed/<name>.json (train.<stage>.deepspeed) is the one source of the ZeRO settings;
+its "auto" values are exactly the ones computed here from params: the batch arithmetic, AdamW's settings, the
+clipping norm and bf16. tests/integration/test_infra.py pins that contract.
 
 Schedule (`schedule`, handed to `deepspeed.initialize(lr_scheduler=...)`; DeepSpeed saves and restores its
 state in checkpoints): linear warmup over `max(1, round(warmup_ratio * total_steps))` optimizer steps (none at
@@ -13,9 +17,13 @@ nvcc on GPU); torch's AdamW needs neither (shared/reference/stack.md §3).
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import torch
+
+DEEPSPEED_DIR = Path(__file__).resolve().parents[2] / "infra" / "deepspeed"
 
 
 def bf16_supported() -> bool:
@@ -42,8 +50,22 @@ def gradient_accumulation(global_batch: int, micro_batch: int, world_size: int) 
     return global_batch // per_step
 
 
+def config_path(name: str) -> Path:
+    """infra/deepspeed/<name>.json, the one place of every ZeRO setting (a KubeRay job sees the same file: the
+    repository is its working_dir)."""
+    path = DEEPSPEED_DIR / f"{name}.json"
+    if not path.is_file():
+        known = sorted(p.stem for p in DEEPSPEED_DIR.glob("*.json"))
+        raise ValueError(f"no DeepSpeed config {name!r} in {DEEPSPEED_DIR}; choose one of {known}")
+    return path
+
+
+def zero_stage(name: str) -> int:
+    return int(json.loads(config_path(name).read_text())["zero_optimization"]["stage"])
+
+
 def build(
-    zero_stage: int,
+    name: str,
     global_batch: int,
     micro_batch: int,
     world_size: int,
@@ -54,28 +76,42 @@ def build(
     betas: tuple[float, float] = (0.9, 0.999),
     eps: float = 1e-8,
 ) -> dict:
-    """A complete DeepSpeed config (ZeRO stage, batch arithmetic, torch AdamW, bf16); the schedule is `schedule`."""
-    if zero_stage not in (0, 1, 2, 3):
-        raise ValueError(f"zero_stage must be 0-3, got {zero_stage!r}")
+    """infra/deepspeed/<name>.json with each "auto" replaced by the value computed here (batch arithmetic, the
+    optimizer's settings, clipping, bf16); an "auto" this function does not compute is an error."""
     if bf16 == "auto":
         bf16 = bf16_supported()
     elif not isinstance(bf16, bool):
         raise ValueError(f"bf16 must be True, False or 'auto', got {bf16!r}")
-    accumulation = gradient_accumulation(global_batch, micro_batch, world_size)
-    return {
+    if grad_clip < 0:
+        raise ValueError(f"grad_clip must be >= 0 (0 = no clipping), got {grad_clip!r}")
+    computed = {
         "train_batch_size": global_batch,
         "train_micro_batch_size_per_gpu": micro_batch,
-        "gradient_accumulation_steps": accumulation,
-        "gradient_clipping": grad_clip,
-        "zero_optimization": {"stage": zero_stage},
-        "bf16": {"enabled": bool(bf16)},
-        "optimizer": {
-            "type": "AdamW",
-            "params": {"lr": lr, "weight_decay": weight_decay, "betas": list(betas), "eps": eps, "torch_adam": True},
-        },
-        "steps_per_print": 10**9,
-        "wall_clock_breakdown": False,
+        "gradient_accumulation_steps": gradient_accumulation(global_batch, micro_batch, world_size),
+        "gradient_clipping": float(grad_clip),  # DeepSpeed: 0 = none
+        "bf16.enabled": bool(bf16),
+        "optimizer.params.lr": lr,
+        "optimizer.params.weight_decay": weight_decay,
+        "optimizer.params.betas": list(betas),
+        "optimizer.params.eps": eps,
     }
+    return _fill_auto(json.loads(config_path(name).read_text()), computed, name)
+
+
+def _fill_auto(config: dict, computed: dict, name: str, prefix: str = "") -> dict:
+    filled = {}
+    for key, value in config.items():
+        dotted = prefix + key
+        if isinstance(value, dict):
+            filled[key] = _fill_auto(value, computed, name, f"{dotted}.")
+        elif value == "auto":
+            if dotted not in computed:
+                raise ValueError(f"infra/deepspeed/{name}.json: {dotted} is \"auto\", which the project does not "
+                                 f"compute (it computes {sorted(computed)})")
+            filled[key] = computed[dotted]
+        else:
+            filled[key] = value
+    return filled
 
 
 def warmup_steps(total_steps: int, warmup_ratio: float) -> int:

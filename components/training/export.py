@@ -21,6 +21,7 @@ import torch
 from components.atomic import partial_path
 from components.model.build import build_model, check_model_dir, load_tokenizer
 
+from . import deepspeed_config
 from .loop import TrainConfig
 
 
@@ -53,7 +54,7 @@ def export_checkpoint(cfg: TrainConfig, checkpoint_dir: str | Path, out_dir: str
     """The trained model as `save_pretrained(out_dir)` (config.json + model.safetensors), replacing out_dir."""
     tokenizer = load_tokenizer(cfg.tokenizer, cfg.tokenizer_dir)
     model = build_model(cfg, tokenizer)
-    model.load_state_dict(module_state(checkpoint_dir, cfg.zero_stage), strict=True)
+    model.load_state_dict(module_state(checkpoint_dir, deepspeed_config.zero_stage(cfg.deepspeed)), strict=True)
     out = Path(out_dir)
     # Written beside the target, then swapped in by renames: a reader never sees a half-written model, and an
     # interrupted export leaves the previous one in place (check_model_dir refuses a partial folder anyway).

@@ -18,6 +18,7 @@ point it only at folders that you or this run wrote. (export.py reads the final 
 
 from __future__ import annotations
 
+import math
 import os
 import random
 import socket
@@ -37,7 +38,7 @@ from . import deepspeed_config
 from .collate import Collate
 from .dataset import TrainingSet
 from .precision import autocast_context, use_cpu_autocast
-from .sampler import LengthGroupedBatchSampler
+from .sampler import GlobalBatchSampler
 from .throughput import Throughput
 
 TRAINABLE = {"pretrain": ("compressor", "image_newline"), "finetune": ("compressor", "image_newline", "language_model")}
@@ -50,8 +51,8 @@ _MODEL, _RECIPE = _PARAMS.model, _PARAMS.train.pretrain
 # Fields with the same name and meaning in TrainConfig and the params blocks, copied as they are.
 MODEL_FIELDS = ("architecture", "vision_weights", "llm_weights", "tokenizer", "conversation", "vision_hidden",
                 "vision_layers", "llm_hidden", "llm_layers")
-RECIPE_FIELDS = ("max_length", "steps", "global_batch", "micro_batch", "zero_stage", "lr", "weight_decay", "bf16",
-                 "autocast", "warmup_ratio", "save_every", "gradient_checkpointing")
+RECIPE_FIELDS = ("max_length", "epochs", "global_batch", "micro_batch", "deepspeed", "lr", "weight_decay", "grad_clip",
+                 "batch_order", "bf16", "autocast", "warmup_ratio", "save_every", "gradient_checkpointing")
 
 
 @dataclass
@@ -73,13 +74,15 @@ class TrainConfig:
     spatial_schema: bool = _PARAMS.spatial_schema  # the layouts table holds the count for either switch
     max_length: int = _RECIPE.max_length
     limit: int | None = None  # first N samples of the set
-    steps: int = _RECIPE.steps
+    epochs: float = _RECIPE.epochs  # passes over the set: the run takes ceil(epochs x full global batches an epoch)
+    steps: int | None = None  # exactly this many optimizer steps instead (tests, benchmarks); None: from epochs
     global_batch: int = _RECIPE.global_batch
     micro_batch: int = _RECIPE.micro_batch
-    zero_stage: int = _RECIPE.zero_stage
+    deepspeed: str = _RECIPE.deepspeed  # infra/deepspeed/<name>.json
     lr: float = _RECIPE.lr
     weight_decay: float = _RECIPE.weight_decay
-    grad_clip: float = 1.0
+    grad_clip: float = _RECIPE.grad_clip  # 0 = no clipping
+    batch_order: str = _RECIPE.batch_order  # components/training/sampler.py ORDERS
     bf16: bool | str = _RECIPE.bf16
     autocast: str = _RECIPE.autocast  # CPU bf16 autocast: auto (where the CPU has AMX/AVX512-BF16) | bf16 | off
     warmup_ratio: float = _RECIPE.warmup_ratio
@@ -88,7 +91,7 @@ class TrainConfig:
     threads: int = _PARAMS.train.ray.threads_per_worker  # torch CPU threads; 0 = node cores / local workers
     save_every: int = _RECIPE.save_every  # optimizer steps between checkpoints; 0 = only at the end
     resume: bool = False
-    stop_after: int | None = None  # simulate a crash: return after this many steps (the schedule keeps `steps`)
+    stop_after: int | None = None  # simulate a crash: return after this many steps (the schedule keeps its length)
     architecture: str = _MODEL.architecture  # tiny | a components/model/architectures.py MODELS name
     vision_weights: str = _MODEL.vision_weights  # paper scale: save_pretrained dir or hub id for the vision tower
     llm_weights: str = _MODEL.llm_weights  # paper scale: save_pretrained dir or hub id loaded as the language model
@@ -199,6 +202,24 @@ def _set_rng_state(state: dict) -> None:
     random.setstate(state["python"])
 
 
+def sampler_lengths(dataset, order: str) -> list[int]:
+    """What the order groups by: LLaVA's word counts for its modality-grouped order (what the reference balances),
+    the sequence lengths (text + visual tokens, what a micro-batch pads to) otherwise; only the sign matters to
+    `random`."""
+    return dataset.modality_lengths if order == "modality_grouped" else dataset.lengths
+
+
+def planned_steps(cfg: TrainConfig, steps_per_epoch: int, samples: int) -> int:
+    """`cfg.steps` when set, else ceil(epochs x steps an epoch) (HF's rule for fractional epochs): quarantined or
+    skipped samples shorten the run instead of pushing its last steps into another epoch."""
+    if steps_per_epoch == 0:
+        raise ValueError(f"{cfg.stage}: {samples} usable samples make no full global batch of {cfg.global_batch}; "
+                         "lower train.<stage>.global_batch or add data")
+    if cfg.steps is not None:
+        return cfg.steps
+    return max(1, math.ceil(round(cfg.epochs * steps_per_epoch, 6)))  # rounded: 0.3 x 10 is 3, not 3.0000000000000004
+
+
 def _mean_over_ranks(value: float, world_size: int) -> float:
     """The step's loss over every rank's micro-batches (rank 0 logs it), not rank 0's share alone."""
     if world_size == 1:
@@ -229,7 +250,7 @@ def _to_device(batch: dict, device, dtype) -> dict:
 
 
 def train(cfg: TrainConfig, hooks: TrainHooks | None = None) -> dict:
-    """Run `cfg.steps` optimizer steps (or until `stop_after`); return losses, LRs, checkpoints and data stats."""
+    """Run the planned optimizer steps (or until `stop_after`); return losses, LRs, checkpoints and data stats."""
     hooks = hooks or TrainHooks()
     _dist_env()
     import deepspeed
@@ -245,15 +266,17 @@ def train(cfg: TrainConfig, hooks: TrainHooks | None = None) -> dict:
     dataset = TrainingSet(cfg.validated_dir, cfg.layouts_path, cfg.raw_root, cfg.stage, tokenizer, model.config,
                           source=cfg.source, template=stage_template(cfg), max_length=cfg.max_length,
                           end_of_turn=cfg.end_of_turn, limit=cfg.limit)
-    ds_config = deepspeed_config.build(cfg.zero_stage, cfg.global_batch, cfg.micro_batch, world_size, cfg.lr,
+    ds_config = deepspeed_config.build(cfg.deepspeed, cfg.global_batch, cfg.micro_batch, world_size, cfg.lr,
                                        cfg.weight_decay, cfg.grad_clip, cfg.bf16)
     accumulation = ds_config["gradient_accumulation_steps"]
+    # one global batch per optimizer step, whatever the split into workers x micro-batches x accumulation
+    sampler = GlobalBatchSampler(sampler_lengths(dataset, cfg.batch_order), cfg.micro_batch, order=cfg.batch_order,
+                                 seed=cfg.seed, num_replicas=world_size, rank=rank, accumulation=accumulation)
+    steps_per_epoch = sampler.steps_per_epoch()
+    total_steps = planned_steps(cfg, steps_per_epoch, len(dataset))
     engine, _, _, _ = deepspeed.initialize(
         model=model, model_parameters=[p for p in model.parameters() if p.requires_grad], config=ds_config,
-        lr_scheduler=deepspeed_config.schedule(cfg.steps, cfg.warmup_ratio))
-    # one global batch per optimizer step, whatever the split into workers x micro-batches x accumulation
-    sampler = LengthGroupedBatchSampler(dataset.lengths, cfg.micro_batch, seed=cfg.seed, num_replicas=world_size,
-                                        rank=rank, accumulation=accumulation)
+        lr_scheduler=deepspeed_config.schedule(total_steps, cfg.warmup_ratio))
     ckpt_dir = Path(cfg.output_dir) / "checkpoints"
     step, resumed_from = 0, None
     resume_dir = Path(hooks.resume_dir) if hooks.resume_dir else (ckpt_dir if cfg.resume else None)
@@ -269,7 +292,7 @@ def train(cfg: TrainConfig, hooks: TrainHooks | None = None) -> dict:
     dtype = next(engine.module.parameters()).dtype
     autocast = use_cpu_autocast(cfg.autocast, torch.device(engine.device))
     losses, lrs, saved, meter = [], [], [], Throughput(engine.module, engine.device)
-    stop = cfg.steps if cfg.stop_after is None else min(cfg.steps, cfg.stop_after)
+    stop = total_steps if cfg.stop_after is None else min(total_steps, cfg.stop_after)
     engine.train()
     while step < stop:
         lrs.append(float(engine.get_lr()[0]))  # the LR this optimizer step uses
@@ -285,11 +308,11 @@ def train(cfg: TrainConfig, hooks: TrainHooks | None = None) -> dict:
         step += 1
         losses.append(_mean_over_ranks(sum(micro_losses) / len(micro_losses), world_size))
         if rank == 0:  # one line a step: minutes-long CPU stages must show that they move
-            print(f"[{cfg.stage}] step {step}/{cfg.steps} loss {losses[-1]:.4f} lr {lrs[-1]:.2e} "
+            print(f"[{cfg.stage}] step {step}/{total_steps} loss {losses[-1]:.4f} lr {lrs[-1]:.2e} "
                   f"{time.perf_counter() - meter.t0:.0f} s", flush=True)
         if hooks.on_step is not None:
             hooks.on_step(step, {"loss": losses[-1], "lr": lrs[-1], **meter.snapshot()})
-        if (cfg.save_every and step % cfg.save_every == 0) or step == cfg.steps:
+        if (cfg.save_every and step % cfg.save_every == 0) or step == total_steps:
             client = {"step": step, "sampler": sampler_state, "rng": _rng_state(), "config": asdict(cfg)}
             if hooks.save is not None:
                 saved.append(hooks.save(engine, step, client))
@@ -297,8 +320,10 @@ def train(cfg: TrainConfig, hooks: TrainHooks | None = None) -> dict:
                 engine.save_checkpoint(str(ckpt_dir), tag=f"step{step}", client_state=client)
                 saved.append(f"step{step}")
     rates = meter.snapshot()
-    return {"losses": losses, "lrs": lrs, "steps": step, "checkpoints": saved, "resumed_from": resumed_from,
-            "gradient_accumulation": accumulation, "bf16": ds_config["bf16"]["enabled"], "cpu_bf16_autocast": autocast,
+    return {"losses": losses, "lrs": lrs, "steps": step, "planned_steps": total_steps, "epochs": cfg.epochs,
+            "steps_per_epoch": steps_per_epoch, "checkpoints": saved, "resumed_from": resumed_from,
+            "gradient_accumulation": accumulation, "gradient_clipping": engine.gradient_clipping(),
+            "bf16": ds_config["bf16"]["enabled"], "cpu_bf16_autocast": autocast,
             "seconds": time.perf_counter() - meter.t0, **rates,
             "data": {**dataset.stats(), "not_in_a_full_global_batch": sampler.dropped(sampler.epoch)},
             "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad)}

@@ -122,7 +122,10 @@ def run_training_stage(params: Params, stage: str, files: StageFiles, storage_pa
     rates = {k: loop_metrics.get(k, result.metrics.get(k)) for k in RATES}
     speed = {**{k: round(v, 4) for k, v in rates.items() if v is not None}, "wall_seconds": round(wall, 2),
              "mlflow_run_id": result.mlflow_run_id}  # this machine's and this run's: <stage>_speed.json, gitignored
-    return write_reports(files.reports, stage, losses, lrs, {"model_sha256": pointer["model_sha256"]}, speed)
+    # tracked: how long the run was meant to be and what it trained on (counts that reconcile with validation's)
+    plan = {key: loop_metrics[key] for key in ("epochs", "steps_per_epoch", "planned_steps", "data")
+            if key in loop_metrics}
+    return write_reports(files.reports, stage, losses, lrs, {"model_sha256": pointer["model_sha256"], **plan}, speed)
 
 
 def submit_training_stage(params: Params, stage: str, files: StageFiles, params_file: str) -> dict:

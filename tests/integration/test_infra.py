@@ -18,6 +18,7 @@ GLOBAL_BATCH = {"pretrain": 256, "finetune": 128}
 AUTO_KEYS = {
     "train_batch_size", "train_micro_batch_size_per_gpu", "gradient_accumulation_steps",
     "optimizer.params.lr", "optimizer.params.weight_decay", "optimizer.params.betas", "optimizer.params.eps",
+    "gradient_clipping", "bf16.enabled",
 }
 
 
@@ -59,10 +60,10 @@ def test_deepspeed_json_contract(path):
     cfg = json.loads(path.read_text())
     zero = cfg["zero_optimization"]
     assert zero["stage"] in (2, 3)
-    assert cfg["bf16"] == {"enabled": True}
+    assert cfg["bf16"] == {"enabled": "auto"}  # train.<stage>.bf16
     assert "fp16" not in cfg or not cfg["fp16"].get("enabled")
     assert cfg["optimizer"]["type"] == "AdamW" and cfg["optimizer"]["params"]["torch_adam"] is True
-    assert cfg["gradient_clipping"] == 1.0
+    assert cfg["gradient_clipping"] == "auto"  # train.<stage>.grad_clip
     assert "scheduler" not in cfg  # the project's schedule (deepspeed_config.schedule) is passed in code
     assert ("offload" in path.stem) == ("offload_optimizer" in zero)
     if zero["stage"] == 3:
@@ -70,7 +71,7 @@ def test_deepspeed_json_contract(path):
     # every "auto" is one the project computes, and the project's builder produces each of them
     autos = _auto_paths(cfg)
     assert autos <= AUTO_KEYS, autos - AUTO_KEYS
-    computed = deepspeed_config.build(zero["stage"], 128, 4, 8, 2e-5, bf16=True)
+    computed = deepspeed_config.build(path.stem, 128, 4, 8, 2e-5, bf16=True)
     for key in autos:
         value = _lookup(computed, key)
         assert value not in (None, "auto"), key

@@ -93,7 +93,7 @@ def project(tmp_path_factory, tiny_data, head):  # noqa: F811
         shutil.copytree(tiny_data.root / part, root / "data" / part)
     params = yaml.safe_load((REPO / "params/smoke.yaml").read_text())  # the random tiny model
     params["cluster"]["address"] = head
-    params["train"]["pretrain"].update(steps=2, global_batch=2, micro_batch=2, limit=8, max_length=1024)
+    params["train"]["pretrain"].update(epochs=0.5, global_batch=2, micro_batch=2, limit=8, max_length=1024)
     params["tracking"]["uri"] = f"sqlite:///{root}/mlflow.db"
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     return root

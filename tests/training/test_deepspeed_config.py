@@ -1,5 +1,6 @@
 """deepspeed_config: batch arithmetic (exact or a loud error), torch Adam, bf16 auto, and the lr schedule."""
 
+import json
 import math
 
 import pytest
@@ -9,11 +10,12 @@ from components.training import deepspeed_config
 
 
 def test_accumulation_is_exact_and_config_is_complete():
-    cfg = deepspeed_config.build(2, 256, 16, 8, 2e-5, 0.0, 1.0, False)
+    cfg = deepspeed_config.build("zero2", 256, 16, 8, 2e-5, 0.0, 1.0, False)
     assert cfg["gradient_accumulation_steps"] == 2
     assert cfg["train_batch_size"] == 256 == 16 * 8 * 2
     assert cfg["train_micro_batch_size_per_gpu"] == 16
-    assert cfg["zero_optimization"] == {"stage": 2}
+    on_disk = json.loads(deepspeed_config.config_path("zero2").read_text())
+    assert cfg["zero_optimization"] == on_disk["zero_optimization"]
     assert cfg["optimizer"]["params"]["torch_adam"] is True
     assert cfg["optimizer"]["params"]["lr"] == 2e-5
     assert cfg["gradient_clipping"] == 1.0
@@ -57,24 +59,39 @@ def test_bad_schedule_raises():
 def test_indivisible_batch_raises_with_the_numbers(args):
     global_batch, micro, world = args
     with pytest.raises(ValueError, match=rf"global_batch {global_batch} .* micro_batch {micro} x world_size {world}"):
-        deepspeed_config.build(2, global_batch, micro, world, 1e-3)
+        deepspeed_config.build("zero2", global_batch, micro, world, 1e-3)
 
 
 def test_bad_values_raise():
-    with pytest.raises(ValueError, match="zero_stage"):
-        deepspeed_config.build(4, 8, 2, 1, 1e-3)
+    with pytest.raises(ValueError, match=r"no DeepSpeed config 'zero1' .* \['zero2', 'zero2_offload'"):
+        deepspeed_config.build("zero1", 8, 2, 1, 1e-3)
     with pytest.raises(ValueError, match="bf16"):
-        deepspeed_config.build(2, 8, 2, 1, 1e-3, bf16="yes")
+        deepspeed_config.build("zero2", 8, 2, 1, 1e-3, bf16="yes")
     with pytest.raises(ValueError, match="micro_batch"):
-        deepspeed_config.build(2, 8, 0, 1, 1e-3)
+        deepspeed_config.build("zero2", 8, 0, 1, 1e-3)
+    with pytest.raises(ValueError, match="grad_clip"):
+        deepspeed_config.build("zero2", 8, 2, 1, 1e-3, grad_clip=-1.0)
+
+
+def test_the_json_is_the_one_source_and_clipping_is_a_param():
+    """#15: infra/deepspeed/<name>.json is what training runs (its ZeRO knobs unchanged), every "auto" filled from
+    params; clipping 0 = DeepSpeed's unclipped default, the reference's (its zero2.json sets none)."""
+    for name in ("zero2", "zero2_offload", "zero3", "zero3_offload"):
+        on_disk = json.loads(deepspeed_config.config_path(name).read_text())
+        built = deepspeed_config.build(name, 128, 4, 8, 2e-5, 0.0, 0.0, True)
+        assert built["zero_optimization"] == on_disk["zero_optimization"]
+        assert built["gradient_clipping"] == 0.0 and built["bf16"] == {"enabled": True}
+        assert "auto" not in json.dumps(built)
+        assert deepspeed_config.zero_stage(name) == on_disk["zero_optimization"]["stage"]
+    assert deepspeed_config.build("zero2", 8, 2, 1, 1e-3, grad_clip=1.0)["gradient_clipping"] == 1.0
 
 
 def test_bf16_auto_follows_the_accelerator(monkeypatch):
     monkeypatch.setattr(deepspeed_config, "bf16_supported", lambda: True)
-    assert deepspeed_config.build(2, 8, 2, 1, 1e-3, bf16="auto")["bf16"]["enabled"] is True
+    assert deepspeed_config.build("zero2", 8, 2, 1, 1e-3, bf16="auto")["bf16"]["enabled"] is True
     monkeypatch.setattr(deepspeed_config, "bf16_supported", lambda: False)
-    assert deepspeed_config.build(2, 8, 2, 1, 1e-3, bf16="auto")["bf16"]["enabled"] is False
-    assert deepspeed_config.build(2, 8, 2, 1, 1e-3, bf16=True)["bf16"]["enabled"] is True
+    assert deepspeed_config.build("zero2", 8, 2, 1, 1e-3, bf16="auto")["bf16"]["enabled"] is False
+    assert deepspeed_config.build("zero2", 8, 2, 1, 1e-3, bf16=True)["bf16"]["enabled"] is True
 
 
 def test_bf16_supported_answers_a_bool():

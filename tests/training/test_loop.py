@@ -17,7 +17,7 @@ os.environ.setdefault("DS_ACCELERATOR", "cpu")
 
 def config(data, out, **kw):
     base = dict(TINY_MODEL, stage="finetune", tokenizer_dir=data.tokenizer_dir, steps=8, global_batch=4, micro_batch=2,
-                lr=3e-3, warmup_ratio=0.0, save_every=4, zero_stage=2, bf16=False)
+                lr=3e-3, warmup_ratio=0.0, save_every=4, deepspeed="zero2", bf16=False, grad_clip=1.0)
     return TrainConfig(data.validated, data.layouts, data.raw, str(out), **{**base, **kw})
 
 
@@ -48,6 +48,19 @@ def test_loss_falls_and_resume_repeats_the_uninterrupted_run(tiny_data, tmp_path
     assert "/step4/" in resumed["resumed_from"]
     assert resumed["losses"] == losses[4:]  # bit-identical
     assert resumed["lrs"] == full["lrs"][4:]
+
+
+def test_steps_come_from_epochs_of_the_usable_set_and_clipping_reaches_deepspeed(tiny_data, tmp_path):  # noqa: F811
+    """#15 items 2 and 4: the run is ceil(epochs x full global batches of the samples that survived), not a
+    hard-coded count; grad_clip is DeepSpeed's clipping (0 = none, the reference's)."""
+    plan = train(config(tiny_data, tmp_path / "a", steps=None, epochs=1.5, grad_clip=0.0, stop_after=0))
+    # 18 samples, global batch 4: 4 steps an epoch (2 samples in none), 1.5 epochs = 6 steps
+    assert (plan["steps_per_epoch"], plan["planned_steps"], plan["epochs"]) == (4, 6, 1.5)
+    assert plan["gradient_clipping"] == 0.0
+    fewer = train(config(tiny_data, tmp_path / "b", steps=None, epochs=0.3, limit=10, stop_after=0))
+    assert (fewer["steps_per_epoch"], fewer["planned_steps"], fewer["gradient_clipping"]) == (2, 1, 1.0)
+    with pytest.raises(ValueError, match="4 usable samples make no full global batch of 8"):
+        train(config(tiny_data, tmp_path / "c", steps=None, limit=4, global_batch=8))
 
 
 def test_client_state_holds_step_sampler_and_rng(tiny_data, tmp_path):  # noqa: F811

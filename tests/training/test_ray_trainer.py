@@ -38,7 +38,7 @@ def local_ray():
 
 def config(data, out, **kw):
     base = dict(TINY_MODEL, stage="finetune", tokenizer_dir=data.tokenizer_dir, steps=4, global_batch=4, micro_batch=2,
-                lr=3e-3, warmup_ratio=0.0, save_every=2, zero_stage=2, bf16=False)
+                lr=3e-3, warmup_ratio=0.0, save_every=2, deepspeed="zero2", bf16=False)
     return TrainConfig(data.validated, data.layouts, data.raw, str(out), **{**base, **kw})
 
 
