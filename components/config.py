@@ -181,7 +181,8 @@ class TrainStageConfig:
     weight_decay: float = 0.0
     warmup_ratio: float = 0.03
     grad_clip: float = 1.0  # max gradient norm; 0 = no clipping (the reference: DeepSpeed's default, unclipped)
-    batch_order: str = "random"  # random (LLaVA pretraining) | modality_grouped (LLaVA fine-tuning) | length_grouped
+    # random (LLaVA pretraining) | modality_grouped (LLaVA fine-tuning) | length_grouped (pads least: the CPU default)
+    batch_order: str = "length_grouped"
     deepspeed: str = "zero2"  # infra/deepspeed/<name>.json: zero2 | zero2_offload | zero3 | zero3_offload
     max_length: int = 2048
     save_every: int = 0  # optimizer steps between checkpoints; 0 = only at the end
@@ -229,8 +230,7 @@ class RayTrainConfig:
 class TrainConfigs:
     pretrain: TrainStageConfig = field(default_factory=TrainStageConfig)
     # The embedded profile's rate (params.yaml); the paper's 2e-5 is in params/paper-*.yaml.
-    finetune: TrainStageConfig = field(default_factory=lambda: TrainStageConfig(
-        epochs=0.42, lr=2e-4, batch_order="modality_grouped"))
+    finetune: TrainStageConfig = field(default_factory=lambda: TrainStageConfig(epochs=0.42, lr=2e-4))
     ray: RayTrainConfig = field(default_factory=RayTrainConfig)
     tune_vision: bool = False  # also train the ViT in finetune (paper Table 4; the authors: "we do not train the ViTs")
     # finetune trains the LLM's top N decoder layers (+ final norm) only; 0 = the whole LLM (LLaVA's recipe). On 2

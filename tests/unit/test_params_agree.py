@@ -55,7 +55,7 @@ def test_train_config_differs_from_params_only_where_the_params_differ():
     """A changed params value reaches the config: nothing is silently left at a TrainConfig default."""
     recipe = {f.name: f for f in dataclasses.fields(TrainStageConfig)}
     changed = TrainStageConfig(epochs=3.0, global_batch=8, micro_batch=4, lr=0.5, weight_decay=0.1, warmup_ratio=0.5,
-                               grad_clip=0.0, batch_order="length_grouped", deepspeed="zero3", max_length=99,
+                               grad_clip=0.0, batch_order="random", deepspeed="zero3", max_length=99,
                                save_every=2, limit=7, bf16=True, autocast="off", gradient_checkpointing=True)
     assert all(getattr(changed, name) != getattr(TrainStageConfig(), name) for name in recipe)
     params = dataclasses.replace(Params(), train=dataclasses.replace(Params().train, pretrain=changed))
