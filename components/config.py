@@ -21,7 +21,9 @@ import yaml
 
 from components.compression import COMPRESSORS, RESAMPLER
 from components.slicing.limits import MAX_PIXELS
+from components.slicing.presets import get_preset
 from components.slicing.strategies import ANYRES_PRESETS, PRESETS, STRATEGIES, plan_layout
+from components.slicing.train_time import TrainTimeResize
 
 
 class ConfigError(ValueError):
@@ -92,18 +94,50 @@ class ValidateConfig:
 
 
 @dataclass(frozen=True)
+class TrainTimeConfig:
+    """The ECCV training code's image handling (components/slicing/train_time.py), training only: the layouts
+    stage counts tokens with it and the training dataset makes pixels with it; evaluation never applies it."""
+
+    textvqa_long_side: int = 0  # paths containing "textvqa": long side resized to this before slicing; 0 = off
+    resize_as_grid_p: float = 0.0  # share of other images resized to area 6 x 336^2 unless they give 6 slices
+    seed: int = 0  # the per-image draw of resize_as_grid is a hash of (seed, path)
+    pretrain_overview_only: bool = False  # pretraining encodes the overview only (ECCV `--single True`)
+
+    def __post_init__(self):
+        _require(self.textvqa_long_side >= 0, "textvqa_long_side", ">= 0 (0 = off)", self.textvqa_long_side)
+        _require(0 <= self.resize_as_grid_p <= 1, "resize_as_grid_p", "in [0, 1] (0 = off)", self.resize_as_grid_p)
+
+    @property
+    def resize(self) -> TrainTimeResize:
+        return TrainTimeResize(self.textvqa_long_side, self.resize_as_grid_p, self.seed)
+
+    @property
+    def active(self) -> bool:
+        return self.resize.active or self.pretrain_overview_only
+
+
+@dataclass(frozen=True)
 class SlicingConfig:
     """Each strategy keeps its own preset key, so `-S slicing.strategy=anyres` is a one-value switch."""
 
     strategy: str = "uhd"  # uhd | anyres | fixed2x2 | pad336
     preset: str = "uhd-arxiv"  # uhd-arxiv | uhd-eccv | uhd-eccv-eval | minicpm | uhd-v2 | paper
     anyres_preset: str = "onevision"  # onevision (HF arithmetic) | onevision-repo (LLaVA-NeXT's)
+    train_time: TrainTimeConfig = field(default_factory=TrainTimeConfig)
 
     def __post_init__(self):
         _require(self.strategy in STRATEGIES, "strategy", f"one of {list(STRATEGIES)}", self.strategy)
         _require(self.preset in PRESETS, "preset", f"one of {sorted(PRESETS)}", self.preset)
         _require(self.anyres_preset in ANYRES_PRESETS, "anyres_preset", f"one of {sorted(ANYRES_PRESETS)}",
                  self.anyres_preset)
+        if not self.train_time.active:
+            return
+        off = "turn it off (textvqa_long_side: 0, resize_as_grid_p: 0.0, pretrain_overview_only: false)"
+        if self.strategy != "uhd":  # the reference's handling is defined on UHD slicing only
+            raise FieldError(f"train_time: applies to strategy uhd only, got strategy {self.strategy!r}; {off}")
+        if get_preset(self.preset).pre_resize_long_side is not None:  # it would undo the train-time resize
+            raise FieldError(f"train_time: preset {self.preset!r} pre-resizes every image itself; use a training "
+                             f"preset (e.g. uhd-eccv) or {off}")
 
     @property
     def active_preset(self) -> str:

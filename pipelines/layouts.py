@@ -3,6 +3,8 @@
 Reads an image table (column `path` relative to --image-root; optional `width`/`height` are trusted
 and skip the file), writes one row per image with grid, slice sizes, overview, ViT patches, visual
 tokens and an `error` column (unreadable files keep their row). Also writes DVC metrics and plots.
+With `slicing.train_time` on, rows follow the training code's resizes (the size in `pre_resized_*`) and carry
+pretraining's overview-only counts (`overview_tokens_*`).
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
         workers=params.layouts.workers,
         ray_address=params.cluster.address,
         progress=not args.quiet,
+        train_time=slicing.train_time.resize,
+        overview_only=slicing.train_time.pretrain_overview_only,
     )
     metrics = write_report(summary, args.reports, f"{slicing.strategy}/{slicing.active_preset}")
     print(json.dumps(metrics, indent=2))

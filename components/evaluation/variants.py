@@ -17,12 +17,11 @@ import hashlib
 import json
 from collections.abc import Callable
 
-import numpy as np
 import torch
 from PIL import Image
 
 from components.compression import effective_compressor, effective_spatial_schema
-from components.slicing.pixels import CLIP, resize
+from components.slicing.pixels import CLIP, resize_image
 from components.slicing.uhd import eval_pre_resize
 
 PAD_FILL = tuple(int(round(255 * m)) for m in CLIP.mean)  # (122, 116, 104)
@@ -31,10 +30,7 @@ RESIZE_KERNEL = "torch-uint8-antialiased-bicubic"  # components.slicing.pixels.r
 
 def pre_resize(image: Image.Image, long_side: int) -> Image.Image:
     """The long side becomes ``long_side`` (up or down), aspect kept as the reference's int() arithmetic does."""
-    size = eval_pre_resize(image.width, image.height, long_side)
-    if size == image.size:
-        return image
-    return Image.fromarray(resize(np.asarray(image.convert("RGB")), size))
+    return resize_image(image, eval_pre_resize(image.width, image.height, long_side))
 
 
 def pad_extreme_aspect(image: Image.Image) -> Image.Image:

@@ -10,6 +10,7 @@ tokenizer here, so a model is built in one order (hence from one seed, one set o
                             components/model/architectures.py MODELS name (llava-uhd-7b, -13b, ...)
     tokenizer, tokenizer_dir the tokenizer kind (llama | gpt2 | smollm2) and its offline asset directory
     compressor, strategy, preset, spatial_schema, tune_vision
+    overview_only           optional: encode overviews only (the ECCV pretraining; slicing.train_time)
     vision_hidden, vision_layers, llm_hidden, llm_layers      the tiny sizes (components/model/tiny.py)
     vision_weights, llm_weights   paper scale: safetensors directories or hub ids of CLIP and the LLM
     seed, init_from         the initialisation seed; a save_pretrained directory whose weights start the run
@@ -49,7 +50,8 @@ def model_config(spec, tokenizer) -> LlavaUhdConfig:
     """The LlavaUhdConfig of `spec.architecture`: tiny sizes, or a paper spec's CLIP + Vicuna configs (built in
     code, never fetched) with the vocabulary of `tokenizer` (Vicuna's 32000 + the <image> token)."""
     common = {"compressor": spec.compressor, "strategy": spec.strategy, "preset": spec.preset,
-              "spatial_schema": spec.spatial_schema, "conversation": getattr(spec, "conversation", "vicuna_v1")}
+              "spatial_schema": spec.spatial_schema, "conversation": getattr(spec, "conversation", "vicuna_v1"),
+              "overview_only": getattr(spec, "overview_only", False)}
     if spec.architecture == "tiny":
         config = tiny_config(tokenizer, vision_hidden=spec.vision_hidden, vision_layers=spec.vision_layers,
                              llm_hidden=spec.llm_hidden, llm_layers=spec.llm_layers, **common)

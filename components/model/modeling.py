@@ -51,6 +51,7 @@ class LlavaUhdConfig(PreTrainedConfig):
     compressor      a components.compression name; `projector` is the one that runs (AnyRes: always mlp)
     spatial_schema  ',' between slices of a row and '\\n' after each row, as token embeddings
     strategy/preset the slicing the processor used; the model re-plans layouts with it
+    overview_only   encode each image's overview alone, no slices (the ECCV pretraining's `--single True`)
     image_token_id  the placeholder id the processor repeats once per visual token
     separator ids   the tokenizer's ids for ',' and '\\n' (set from the tokenizer, never hard-coded)
     """
@@ -69,6 +70,7 @@ class LlavaUhdConfig(PreTrainedConfig):
     spatial_schema: bool = True
     strategy: str = "uhd"
     preset: str = "uhd-arxiv"
+    overview_only: bool = False
     vision_feature_layer: int = -2
     tune_vision: bool = False
     # The conversation template of instruction tuning, hence of answering (evaluation, inference): vicuna_v1
@@ -83,6 +85,8 @@ class LlavaUhdConfig(PreTrainedConfig):
         super().__post_init__(**kwargs)
         check_strategy(self.strategy, self.preset)
         check_compressor(self.compressor)
+        if self.overview_only and self.strategy != "uhd":
+            raise ValueError(f"overview_only encodes UHD overviews; strategy {self.strategy!r} has none")
 
     @property
     def projector(self) -> str:
@@ -145,6 +149,8 @@ class LlavaUhdForConditionalGeneration(LlavaUhdPreTrainedModel, GenerationMixin)
         layout = plan_layout(int(width), int(height), self.config.strategy, self.config.preset)
         if isinstance(layout, Layout):
             layout = layout.with_compressor(self.config.compressor, self.config.spatial_schema)
+            if self.config.overview_only:
+                layout = layout.overview_only()
         return layout
 
     def _visual_item(self, size: tuple[int, int], kind: str) -> VisualItem:

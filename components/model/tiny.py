@@ -31,7 +31,7 @@ def tiny_llava_uhd_config(vocab_size: int, image_token_id: int, separator_ids: t
                           compressor: str = RESAMPLER, strategy: str = "uhd", preset: str = "uhd-arxiv",
                           spatial_schema: bool = True, tie: bool = False, vision_hidden: int = 32,
                           vision_layers: int = 2, llm_hidden: int = 64, llm_layers: int = 2,
-                          conversation: str = "vicuna_v1") -> LlavaUhdConfig:
+                          conversation: str = "vicuna_v1", overview_only: bool = False) -> LlavaUhdConfig:
     text = tiny_text_config(vocab_size, hidden=llm_hidden, layers=llm_layers, tie=tie)
     return LlavaUhdConfig(
         vision_config=tiny_vision_config(strategy, hidden=vision_hidden, layers=vision_layers).to_dict(),
@@ -42,6 +42,7 @@ def tiny_llava_uhd_config(vocab_size: int, image_token_id: int, separator_ids: t
         spatial_schema=spatial_schema,
         strategy=strategy,
         preset=preset,
+        overview_only=overview_only,
         vision_feature_layer=-2 if strategy != "anyres" else -1,
         image_token_id=image_token_id,
         slice_separator_id=separator_ids[0],

@@ -7,6 +7,7 @@ counter all agree by construction. Sizes are (width, height) throughout.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 from components.compression import COMPRESSORS, queries_per_image
@@ -16,11 +17,14 @@ Size = tuple[int, int]
 SLICE_SEPARATOR = ","  # between slices of one row (spatial schema, after Fuyu)
 ROW_SEPARATOR = "\n"  # after the last slice of each row
 
-def visual_token_count(record: dict, compressor: str, spatial_schema: bool) -> int:
+def visual_token_count(record: dict, compressor: str, spatial_schema: bool, overview_only: bool = False) -> int:
     """Visual tokens for a layouts-table row under a model's compressor and spatial-schema switch.
 
     Equals `layout.with_compressor(compressor, spatial_schema).num_tokens` of the layout the row was made
-    from (AnyRes rows have one projector and no schema: every column holds the same count)."""
+    from (AnyRes rows have one projector and no schema: every column holds the same count), or with
+    `overview_only` that of `layout.overview_only()` (the `overview_tokens_*` columns, see `overview_record`)."""
+    if overview_only:
+        return int(record[f"overview_tokens_{compressor}"])
     return int(record[f"tokens_{compressor}"]) + (int(record["schema_separators"]) if spatial_schema else 0)
 
 
@@ -120,6 +124,19 @@ class Layout:
             pre_resized=self.pre_resized,
             extras=self.extras,
         )
+
+    def overview_only(self) -> Layout:
+        """The overview alone, no slices: how the ECCV code's pretraining (`--single True`) encodes every image.
+
+        The overview of every UHD rule is the unsliced image's own size (eccv: `find_best_resize` resizes any
+        image bigger than R^2 whether upscaling is allowed or not, and only those are sliced; arxiv/paper:
+        `adapt_size` of the whole image either way), so this is the layout of the image never split."""
+        return dataclasses.replace(self, grid=(1, 1), slices=(), separators=())
+
+    def overview_record(self) -> dict:
+        """The `overview_tokens_*` columns: the overview-only count under every compressor (no separators)."""
+        only = self.overview_only()
+        return {f"overview_tokens_{c}": only.with_compressor(c, spatial_schema=False).num_tokens for c in COMPRESSORS}
 
     def to_record(self) -> dict:
         """A flat row for the layouts Parquet table (see `components.slicing.table.LAYOUT_SCHEMA`)."""

@@ -134,6 +134,13 @@ def resize(pixels: np.ndarray, size: Size) -> np.ndarray:
     return out[0].permute(1, 2, 0).numpy()
 
 
+def resize_image(image: Image.Image, size: Size) -> Image.Image:
+    """A whole PIL image resized (RGB) with `resize`'s kernel: the eval and train-time pre-resizes, before slicing."""
+    if image.size == tuple(size):
+        return image
+    return Image.fromarray(resize(np.asarray(image.convert("RGB")), size))
+
+
 def normalize(pixels: np.ndarray | Image.Image, norm: Normalization = CLIP) -> np.ndarray:
     """HWC uint8 (or an RGB PIL image) -> (3, H, W) float32, normalized by table lookup."""
     table = _TABLES.get(norm)

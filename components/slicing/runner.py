@@ -21,7 +21,8 @@ from tqdm import tqdm
 
 from components.atomic import partial_path
 
-from .table import LAYOUT_SCHEMA, LayoutSummary, layout_batch
+from .table import NO_RESIZE, LayoutSummary, layout_batch, layout_schema
+from .train_time import TrainTimeResize
 
 
 def read_image_table(path: str | Path, batch_rows: int) -> tuple[Iterator[pa.RecordBatch], int]:
@@ -77,15 +78,19 @@ def write_layouts(
     workers: int = 0,
     ray_address: str = "",
     progress: bool = True,
+    train_time: TrainTimeResize = NO_RESIZE,
+    overview_only: bool = False,
 ) -> LayoutSummary:
-    """Lay out every image of `table_path` into `out_path` (Parquet, LAYOUT_SCHEMA); return the summary.
+    """Lay out every image of `table_path` into `out_path` (Parquet, `layout_schema`); return the summary.
 
-    The file is written under a temporary name and renamed at the end, so an interrupted run never
-    leaves a truncated table behind and a re-run simply replaces it.
+    train_time / overview_only: `slicing.train_time` (components/slicing/train_time.py); off, the table is the
+    plain layouts of the images. The file is written under a temporary name and renamed at the end, so an
+    interrupted run never leaves a truncated table behind and a re-run simply replaces it.
     """
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    work = partial(layout_batch, image_root=str(image_root), strategy=strategy, preset=preset)
+    work = partial(layout_batch, image_root=str(image_root), strategy=strategy, preset=preset,
+                   train_time=train_time, overview_only=overview_only)
     workers = workers or os.cpu_count() or 1
     total = pq.ParquetFile(table_path).metadata.num_rows
     # Small tables still get a few batches per worker (but never tiny ones): all cores stay busy.
@@ -97,7 +102,7 @@ def write_layouts(
         results = _local_batches(batches, work, workers)
     summary = LayoutSummary()
     tmp = partial_path(out_path)
-    with pq.ParquetWriter(tmp, LAYOUT_SCHEMA, compression="zstd") as writer, tqdm(
+    with pq.ParquetWriter(tmp, layout_schema(overview_only), compression="zstd") as writer, tqdm(
         total=total, unit="img", desc=f"layouts {strategy}/{preset}", disable=not progress
     ) as bar:
         for batch in results:

@@ -14,8 +14,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from components.compression import COMPRESSORS
+
 from .headers import read_header
-from .strategies import plan_layout
+from .train_time import TrainTimeResize, plan_training_layout
 
 LAYOUT_SCHEMA = pa.schema(
     [
@@ -45,42 +47,57 @@ LAYOUT_SCHEMA = pa.schema(
         ("error", pa.string()),
     ]
 )
+# Pretraining's visual tokens when it encodes overviews only (`slicing.train_time.pretrain_overview_only`,
+# `Layout.overview_record`). Only tables laid out with that switch have them, so the default table is unchanged.
+OVERVIEW_COLUMNS = [pa.field(f"overview_tokens_{c}", pa.int32()) for c in COMPRESSORS]
+NO_RESIZE = TrainTimeResize()
 
 
+def layout_schema(overview_only: bool = False) -> pa.Schema:
+    """LAYOUT_SCHEMA, plus the overview-only token columns when pretraining encodes overviews only."""
+    return pa.schema([*LAYOUT_SCHEMA, *OVERVIEW_COLUMNS]) if overview_only else LAYOUT_SCHEMA
 
-def _error_row(path: str, width, height, message: str) -> dict:
-    row = dict.fromkeys(LAYOUT_SCHEMA.names)
+
+def _error_row(path: str, width, height, message: str, schema: pa.Schema = LAYOUT_SCHEMA) -> dict:
+    row = dict.fromkeys(schema.names)
     row.update(path=path, width=width, height=height, error=message)
     return row
 
 
-def layout_one(path: str, image_root: str, strategy: str, preset: str, width=None, height=None) -> dict:
-    """The layout row of one image. Sizes given by the input table are trusted (no file access);
-    otherwise the header is read. Any failure becomes an error row: the row is kept, never dropped."""
+def layout_one(path: str, image_root: str, strategy: str, preset: str, width=None, height=None,
+               train_time: TrainTimeResize = NO_RESIZE, overview_only: bool = False) -> dict:
+    """The layout row of one image, as training will encode it (`plan_training_layout`: the train-time resize, if
+    any, is the row's `pre_resized` size). Sizes given by the input table are trusted (no file access); otherwise
+    the header is read. Any failure becomes an error row: the row is kept, never dropped."""
+    schema = layout_schema(overview_only)
     fmt, orientation = None, None
     if width is None or height is None:
         try:
             header = read_header(os.path.join(image_root, path))
         except Exception as err:  # missing, unreadable, not an image, decompression bomb
-            return _error_row(path, None, None, f"{type(err).__name__}: {err}")
+            return _error_row(path, None, None, f"{type(err).__name__}: {err}", schema)
         width, height, fmt, orientation = header.width, header.height, header.format, header.orientation
     try:
-        layout = plan_layout(int(width), int(height), strategy, preset)
+        layout = plan_training_layout(path, int(width), int(height), strategy, preset, train_time)
     except ValueError as err:
-        return _error_row(path, width, height, f"ValueError: {err}")
+        return _error_row(path, width, height, f"ValueError: {err}", schema)
     row = {"path": path, "width": width, "height": height, "format": fmt, "orientation": orientation, "error": None}
     row.update(layout.to_record())
+    if overview_only:
+        row.update(layout.overview_record())
     return row
 
 
-def layout_batch(batch: pa.RecordBatch | pa.Table, image_root: str, strategy: str, preset: str) -> pa.RecordBatch:
+def layout_batch(batch: pa.RecordBatch | pa.Table, image_root: str, strategy: str, preset: str,
+                 train_time: TrainTimeResize = NO_RESIZE, overview_only: bool = False) -> pa.RecordBatch:
     """Rows (path[, width, height]) -> layout rows, in input order."""
     data = batch.to_pydict()
     paths = data["path"]
     widths = data.get("width") or [None] * len(paths)
     heights = data.get("height") or [None] * len(paths)
-    rows = [layout_one(p, image_root, strategy, preset, w, h) for p, w, h in zip(paths, widths, heights, strict=True)]
-    return pa.RecordBatch.from_pylist(rows, schema=LAYOUT_SCHEMA)
+    rows = [layout_one(p, image_root, strategy, preset, w, h, train_time, overview_only)
+            for p, w, h in zip(paths, widths, heights, strict=True)]
+    return pa.RecordBatch.from_pylist(rows, schema=layout_schema(overview_only))
 
 
 @dataclass

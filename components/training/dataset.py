@@ -8,10 +8,12 @@ sampler (negative for text-only samples, LLaVA's modality convention): `lengths`
 (what a micro-batch pads to), and `modality_lengths`, LLaVA's word counts without image tokens (what its
 modality-grouped order balances).
 
-In `__getitem__` (DataLoader workers): the image is decoded and sliced with the processor's code
-(`UhdProcessor.process_image`, planned by the model config's `plan`), the single placeholder is expanded to
-`num_tokens` copies of `config.image_token_id` (labels -100 there). The processor's count must equal the
-layouts table's: a mismatch (layouts computed for another slicing / compressor config) raises.
+In `__getitem__` (DataLoader workers): the image is decoded, resized as the training code does when
+`slicing.train_time` says so (components/slicing/train_time.py: the same seeded per-path decision the layouts stage
+took), and sliced with the processor's code (`UhdProcessor.process_image`, planned by the model config's `plan`,
+overview only when the config says so); the single placeholder is expanded to `num_tokens` copies of
+`config.image_token_id` (labels -100 there). The processor's count must equal the layouts table's: a mismatch
+(layouts computed for another slicing / compressor / train-time config) raises.
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ from components.data.conversation import (
 from components.model.modeling import LlavaUhdForConditionalGeneration
 from components.model.processor import UhdProcessor
 from components.slicing.layout import visual_token_count
+from components.slicing.pixels import load_image, resize_image
+from components.slicing.train_time import TrainTimeResize
 
 DEFAULT_TEMPLATES = {"pretrain": "plain", "finetune": "vicuna_v1"}
 
@@ -53,13 +57,17 @@ class TrainingSet(torch.utils.data.Dataset):
 
     def __init__(self, validated_dir: str | Path, layouts_path: str | Path, raw_root: str | Path, set_name: str,
                  tokenizer, model_config, source: str = "synthetic", template: str | None = None,
-                 max_length: int = 2048, end_of_turn: str | None = None, limit: int | None = None):
+                 max_length: int = 2048, end_of_turn: str | None = None, limit: int | None = None,
+                 train_time: TrainTimeResize | None = None):
         spec = {s.name: s for s in TRAINING_SETS[source]}.get(set_name)
         if spec is None:
             raise KeyError(f"no training set {set_name!r} for source {source!r}")
         self.set_name, self.max_length = set_name, max_length
         self.template = template or DEFAULT_TEMPLATES[set_name]
         self.image_root = Path(raw_root) / spec.image_root
+        self.image_prefix = spec.image_root  # + "/" + image = the layouts table's path, the train-time draw's key
+        self.train_time = train_time or TrainTimeResize()
+        self.preset = model_config.preset
         self.processor = UhdProcessor(None, SlicingPlanner(model_config))  # pixels only: no tokenizer in workers
         self.image_token_id = int(model_config.image_token_id)
         rows = pq.read_table(Path(validated_dir) / set_name / "valid.parquet", columns=["id", "image", "conversations"])
@@ -72,7 +80,7 @@ class TrainingSet(torch.utils.data.Dataset):
         for sample_id, image, conversations in list(zip(ids, images, convs, strict=True))[:limit]:
             n_visual = 0
             if image is not None:
-                key = f"{spec.image_root}/{image}"
+                key = f"{self.image_prefix}/{image}"
                 if key not in layouts:
                     self.skipped["no_layout"] += 1
                     continue
@@ -108,7 +116,7 @@ class TrainingSet(torch.utils.data.Dataset):
         if image is None:
             item.update(input_ids=torch.from_numpy(input_ids), labels=torch.from_numpy(labels))
             return item
-        processed = self.processor.process_image(self.image_root / image)
+        processed = self.processor.process_image(self._train_picture(image))
         if processed.num_tokens != n_visual:
             raise ValueError(
                 f"{sample_id} ({image}): the layouts table says {n_visual} visual tokens, the model's slicing config "
@@ -118,6 +126,12 @@ class TrainingSet(torch.utils.data.Dataset):
         item["pixel_values"], item["image_sizes"] = processed.pixels, [processed.size]
         return item
 
+    def _train_picture(self, image: str):
+        """The decoded image, resized first when the train-time handling picks it (`TrainTimeResize.size`)."""
+        picture = load_image(self.image_root / image)
+        size = self.train_time.size(f"{self.image_prefix}/{image}", *picture.size, self.preset)
+        return resize_image(picture, size) if size else picture
+
 
 def _word_length(conversations: list[dict]) -> int:
     """LLaVA's `modality_lengths` of one sample: the words of its turns (the `<image>` marker is one word, its
@@ -126,13 +140,20 @@ def _word_length(conversations: list[dict]) -> int:
 
 
 def _layout_tokens(layouts_path: str | Path, model_config) -> dict[str, int]:
-    """path -> visual tokens under the model's compressor and spatial schema, for the rows laid out with its
-    (strategy, preset) and without error (components.slicing.layout.visual_token_count)."""
+    """path -> visual tokens under the model's compressor, spatial schema and overview-only switch, for the rows
+    laid out with its (strategy, preset) and without error (components.slicing.layout.visual_token_count)."""
     strategy, preset = model_config.strategy, model_config.preset
-    columns = ["path", "strategy", "preset", "error", "schema_separators", *(f"tokens_{c}" for c in COMPRESSORS)]
+    overview_only = bool(getattr(model_config, "overview_only", False))
+    counts = [f"overview_tokens_{c}" for c in COMPRESSORS] if overview_only else [f"tokens_{c}" for c in COMPRESSORS]
+    names = pq.ParquetFile(layouts_path).schema_arrow.names
+    if overview_only and counts[0] not in names:
+        raise ValueError(f"{layouts_path} has no overview-only counts: re-run the layouts stage with "
+                         "slicing.train_time.pretrain_overview_only: true")
+    columns = ["path", "strategy", "preset", "error", "schema_separators", *counts]
     table = pq.read_table(layouts_path, columns=columns).to_pylist()
     rows = [r for r in table if r["error"] is None and r["strategy"] == strategy and r["preset"] == preset]
     if table and not rows:
         found = sorted({(r["strategy"], r["preset"]) for r in table})
         raise ValueError(f"{layouts_path}: no layout for strategy {strategy!r} preset {preset!r} (has {found})")
-    return {r["path"]: visual_token_count(r, model_config.compressor, model_config.spatial_schema) for r in rows}
+    return {r["path"]: visual_token_count(r, model_config.compressor, model_config.spatial_schema, overview_only)
+            for r in rows}

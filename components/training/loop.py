@@ -32,6 +32,7 @@ import torch
 
 from components.config import Params
 from components.model.build import build_model, load_tokenizer
+from components.slicing.train_time import TrainTimeResize
 from components.threads import use_cpu_cores
 
 from . import deepspeed_config
@@ -72,6 +73,12 @@ class TrainConfig:
     strategy: str = _PARAMS.slicing.strategy
     preset: str = _PARAMS.slicing.active_preset
     spatial_schema: bool = _PARAMS.spatial_schema  # the layouts table holds the count for either switch
+    # slicing.train_time (components/slicing/train_time.py): the ECCV training code's resizes before slicing, and
+    # overview-only encoding (set for pretraining only; it goes into the model config, whose `plan` follows it)
+    textvqa_long_side: int = _PARAMS.slicing.train_time.textvqa_long_side
+    resize_as_grid_p: float = _PARAMS.slicing.train_time.resize_as_grid_p
+    train_time_seed: int = _PARAMS.slicing.train_time.seed
+    overview_only: bool = False
     max_length: int = _RECIPE.max_length
     limit: int | None = None  # first N samples of the set
     epochs: float = _RECIPE.epochs  # passes over the set: the run takes ceil(epochs x full global batches an epoch)
@@ -124,10 +131,22 @@ class TrainConfig:
             tokenizer_dir=absolute(params.model.tokenizer_dir), compressor=params.compressor,
             strategy=params.slicing.strategy, preset=params.slicing.active_preset,
             spatial_schema=params.spatial_schema, limit=recipe.limit or None,
+            **_train_time_fields(params.slicing.train_time, stage),
             threads=params.train.ray.threads_per_worker,
             **finetune_only,
             **{name: getattr(params.model, name) for name in MODEL_FIELDS},
             **{name: getattr(recipe, name) for name in RECIPE_FIELDS})
+
+
+    @property
+    def train_time(self) -> TrainTimeResize:
+        return TrainTimeResize(self.textvqa_long_side, self.resize_as_grid_p, self.train_time_seed)
+
+
+def _train_time_fields(train_time, stage: str) -> dict:
+    return {"textvqa_long_side": train_time.textvqa_long_side, "resize_as_grid_p": train_time.resize_as_grid_p,
+            "train_time_seed": train_time.seed,
+            "overview_only": stage == "pretrain" and train_time.pretrain_overview_only}
 
 
 @dataclass
@@ -265,7 +284,7 @@ def train(cfg: TrainConfig, hooks: TrainHooks | None = None) -> dict:
     model = build_stage_model(cfg, tokenizer)
     dataset = TrainingSet(cfg.validated_dir, cfg.layouts_path, cfg.raw_root, cfg.stage, tokenizer, model.config,
                           source=cfg.source, template=stage_template(cfg), max_length=cfg.max_length,
-                          end_of_turn=cfg.end_of_turn, limit=cfg.limit)
+                          end_of_turn=cfg.end_of_turn, limit=cfg.limit, train_time=cfg.train_time)
     ds_config = deepspeed_config.build(cfg.deepspeed, cfg.global_batch, cfg.micro_batch, world_size, cfg.lr,
                                        cfg.weight_decay, cfg.grad_clip, cfg.bf16)
     accumulation = ds_config["gradient_accumulation_steps"]
