@@ -21,7 +21,7 @@ import yaml
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 COPY = ["bin", "components", "pipelines", "params", "dvc.yaml", ".dvcignore", ".gitignore", "pyproject.toml",
-        "assets/tokenizers"]
+        "assets/tokenizers", "infra/deepspeed"]
 TRAINING = ("pretrain", "finetune")
 DATA = ("download", "validate", "layouts")
 AFTER_TRAINING = (*TRAINING, "evaluate", "register")

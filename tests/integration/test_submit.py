@@ -87,7 +87,7 @@ def project(tmp_path_factory, tiny_data, head):  # noqa: F811
     """A minimal checkout: code, tokenizer, tiny data and a tiny params.yaml whose cluster.address is the head."""
     root = tmp_path_factory.mktemp("project")
     ignore = shutil.ignore_patterns("__pycache__")
-    for part in ("components", "pipelines", "assets/tokenizers/llama"):
+    for part in ("components", "pipelines", "assets/tokenizers/llama", "infra/deepspeed"):  # infra: the ZeRO JSONs
         shutil.copytree(REPO / part, root / part, ignore=ignore)
     for part in ("raw", "validated", "layouts"):
         shutil.copytree(tiny_data.root / part, root / "data" / part)
