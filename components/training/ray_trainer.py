@@ -170,7 +170,7 @@ def train_loop_per_worker(loop_config: dict) -> dict:
     finally:
         if tracker is not None:
             tracker.__exit__(None, None, None)  # ends the attached run; the driver sets its final status
-    return {k: v for k, v in metrics.items() if k != "data"}
+    return metrics  # the driver's result.return_value: losses, the run's plan and its data counts
 
 
 def build_trainer(config: TrainConfig, settings: RaySettings, mlflow_run: dict | None = None,
