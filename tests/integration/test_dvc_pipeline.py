@@ -43,8 +43,8 @@ def project(repo_root, tmp_path):
     # the smoke profile: the whole DAG with the random tiny model (the default's SmolLM2 takes minutes a stage)
     params = yaml.safe_load((tmp_path / "params/smoke.yaml").read_text())
     params["data"]["synthetic"] = {"train_scenes": 4, "eval_scenes": 2, "easy_vqa_images": 2, "fine_line_scenes": 0}
-    for stage in TRAINING:  # the tiniest run: one epoch of the first 4 samples, 2 optimizer steps of 2
-        params["train"][stage].update(epochs=1, limit=4, global_batch=2, micro_batch=2)
+    for stage in TRAINING:  # the tiniest run: a quarter epoch at global batch 2 (14 and 16 samples: 2 steps each)
+        params["train"][stage].update(epochs=0.25, global_batch=2, micro_batch=2)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "RAY_ADDRESS")}
     env = dict(env, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}", DVC_NO_ANALYTICS="1",
@@ -63,8 +63,9 @@ def _pointers(root):
         assert pointer["mlflow_run_id"] and pointer["model_uri"], pointer
         assert pointer["model_sha256"] == sha256_file(root / f"models/{stage}/model.safetensors")
         metrics = json.loads((root / f"reports/train/{stage}_metrics.json").read_text())
-        assert metrics["steps"] == metrics["planned_steps"] == metrics["steps_per_epoch"] == 2
-        assert metrics["epochs"] == 1 and metrics["data"]["samples"] == 4 and metrics["final_loss"] > 0
+        # steps from the usable set: ceil(0.25 x full global batches of 2), recorded with the counts they came from
+        assert metrics["steps"] == metrics["planned_steps"] == 2 and metrics["epochs"] == 0.25
+        assert metrics["steps_per_epoch"] == metrics["data"]["samples"] // 2 and metrics["final_loss"] > 0
         assert len((root / f"reports/train/{stage}_loss.csv").read_text().splitlines()) == 3  # header + 2 steps
         pointers[stage] = pointer
     return pointers
