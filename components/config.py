@@ -20,6 +20,7 @@ from pathlib import Path
 import yaml
 
 from components.compression import COMPRESSORS, RESAMPLER
+from components.paper_scores import PAPER_ROWS
 from components.slicing.limits import MAX_PIXELS
 from components.slicing.presets import get_preset
 from components.slicing.strategies import ANYRES_PRESETS, PRESETS, STRATEGIES, plan_layout
@@ -302,6 +303,13 @@ class EvalConfig:
     max_new_tokens: int = 8  # 0 = each benchmark's own (LLaVA-1.5: 128); embedded answers: <= 7 (6 digits + end)
     pre_resize: int = 0  # eval-only: long side forced to this before slicing (UHD's eval scripts: 1024); 0 = off
     extreme_aspect: tuple[str, ...] = ("textvqa",)  # also run with each image padded to twice its long side
+    # A model this pipeline did not train (released/dvc.yaml; components/evaluation/model_source.py): '' = none (the
+    # main DAG's evaluate stage scores the pipeline's own finetune output); a converted or save_pretrained directory;
+    # a registry URI (models:/llava-uhd@champion); or FORMAT:DIR, a released checkpoint converted on the fly
+    # (FORMAT: llava | llava-hf | llava-onevision-hf | llava-onevision).
+    model: str = ""
+    vision_tower: str = ""  # the CLIP directory `llava:` checkpoints need (their tower is not in the checkpoint)
+    paper_row: str = ""  # the published row results.md puts the scores beside, with the difference ('' = none)
 
     def __post_init__(self):
         _require(set(self.benchmarks) <= set(BENCHMARKS), "benchmarks", f"among {list(BENCHMARKS)}", self.benchmarks)
@@ -313,6 +321,7 @@ class EvalConfig:
         _require(self.batch_size >= 1, "batch_size", ">= 1", self.batch_size)
         _require(self.max_new_tokens >= 0, "max_new_tokens", ">= 0 (0 = each benchmark's own)", self.max_new_tokens)
         _require(self.pre_resize >= 0, "pre_resize", ">= 0 (0 = off)", self.pre_resize)
+        _require(self.paper_row in ("", *PAPER_ROWS), "paper_row", f"'' or one of {list(PAPER_ROWS)}", self.paper_row)
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 
 from components.config import DataConfig
 
-from .synthetic import SyntheticSpec, build_synthetic
+from .synthetic import DatasetWriter, SyntheticSpec, build_synthetic
 
 
 def synthetic_manifest(raw: Path, data: DataConfig) -> pa.Table:
@@ -36,6 +36,27 @@ def hub_manifest(raw: Path, data: DataConfig) -> pa.Table:
     from .download import download_all
 
     return download_all(raw, limit=data.hub.limit, workers=data.hub.workers)
+
+
+def acquire_benchmarks(raw: str | Path, data: DataConfig) -> Path:
+    """The benchmark files alone, for evaluating a model this pipeline did not train (released/dvc.yaml): their
+    root. Embedded: the download stage's when present, else generated on their own (each benchmark has its own
+    random stream, so the bytes are the same); hub: LLaVA's eval.zip and the benchmarks' sources, nothing else."""
+    from .synthetic_eval import write_benchmarks
+
+    raw = Path(raw)
+    if data.source == "synthetic":
+        if (raw / "synthetic" / "eval").is_dir():
+            return raw / "synthetic" / "eval"
+        out = raw / "synthetic_benchmarks"
+        shutil.rmtree(out, ignore_errors=True)
+        write_benchmarks(DatasetWriter(out), SyntheticSpec.from_params(data))
+        return out / "eval"
+    from .catalog import EVAL_DATASETS
+    from .download import download_all
+
+    download_all(raw, limit=data.hub.limit, workers=data.hub.workers, names=EVAL_DATASETS)
+    return raw / "eval_llava_bundle" / "eval"
 
 
 def acquire_raw_data(raw: str | Path, data: DataConfig) -> pa.Table:

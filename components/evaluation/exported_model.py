@@ -1,35 +1,23 @@
 """Evaluating an exported model: the weights and their sha256, the suite run, and the provenance of the scores
 (what the evaluate stage reports, byte-identical on a rerun) apart from this run's links (MLflow tags only).
 
-    model, tokenizer, sha = load_evaluated_model(model_dir, params.model)
-    suite = run_suite(model, tokenizer, eval_root, out_dir, EvalPlan.from_params(params.eval), ...)
-    prov = provenance(sha, model, params.data.source, plan, eval_root)
+    found = load_for_evaluation(params.eval.model, "models/finetune", params.model)   # model_source.py
+    suite = run_suite(found.model, found.tokenizer, eval_root, out_dir, EvalPlan.from_params(params.eval), ...)
+    prov = provenance(found.sha256, found.model, params.data.source, plan, eval_root, found.source)
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from components.compression import effective_compressor, effective_spatial_schema
-from components.config import ModelConfig
 from components.evaluation.suite import EvalPlan, answer_template
-from components.tracking.mlflow_logging import sha256_file
 from components.tracking.registry import git_commit
 
 # The benchmark folders of each data.source (embedded: the synthetic set; hub: LLaVA's eval.zip layout).
 EVAL_ROOTS = {"synthetic": "data/raw/synthetic/eval", "hub": "data/raw/eval_llava_bundle/eval"}
 
 
-def load_evaluated_model(model_dir: Path, model_params: ModelConfig):
-    """The exported model and the sha256 of its weights (what the scores are recorded against)."""
-    from components.inference import load_dir
-
-    sha = sha256_file(model_dir / "model.safetensors")
-    uhd = load_dir(model_dir, model_params.tokenizer, model_params.tokenizer_dir)  # checks the <image> id too
-    return uhd.model, uhd.tokenizer, sha
-
-
-def provenance(sha: str, model, data_source: str, plan: EvalPlan, eval_root: str) -> dict:
+def provenance(sha: str, model, data_source: str, plan: EvalPlan, eval_root: str, model_source: dict | None = None
+               ) -> dict:
     """What the scores depend on: the weights, the answering settings and the data (provenance.json, tracked in
     git). Nothing of this machine or run (MLflow ids, the commit): a rerun writes the same bytes (run_links)."""
     cfg = model.config
@@ -38,7 +26,7 @@ def provenance(sha: str, model, data_source: str, plan: EvalPlan, eval_root: str
             "pre_resize": plan.pre_resize, "slicing": {"strategy": cfg.strategy, "preset": cfg.preset},
             "compressor": effective_compressor(cfg.compressor, cfg.strategy),
             "spatial_schema": effective_spatial_schema(cfg.spatial_schema, cfg.strategy), "eval_root": eval_root,
-            "data_source": data_source}
+            "data_source": data_source, "model_source": model_source or {"kind": "pipeline", "spec": ""}}
 
 
 def run_links(pointer: dict, sha: str) -> dict:

@@ -24,25 +24,10 @@ import csv
 import json
 from pathlib import Path
 
+from components.paper_scores import DEFAULT_ROWS, PAPER_EXTREME, PAPER_ROWS
+
 COLUMNS = (("vqav2", "VQAv2"), ("gqa", "GQA"), ("vizwiz", "VizWiz"), ("scienceqa", "SQA-IMG"),
            ("textvqa", "TextVQA"), ("pope", "POPE"), ("mme", "MME-P"), ("mmbench", "MMB"), ("mmbench_cn", "MMB-CN"))
-
-# shared/reference/eval.md §4 (LLaVA MODEL_ZOO = paper Table 4; LLaVA-UHD arXiv 2403.11703 Table 1).
-PAPER_SCORES = {
-    "LLaVA-1.5-13B (paper)": {"vqav2": 80.0, "gqa": 63.3, "vizwiz": 53.6, "scienceqa": 71.6, "textvqa": 61.3,
-                              "pope": 85.9, "mme": 1531.3, "mmbench": 67.7, "mmbench_cn": 63.6},
-    "LLaVA-UHD-13B, arXiv v1 (paper)": {"vqav2": 81.7, "gqa": 65.2, "vizwiz": 56.1, "scienceqa": 72.0,
-                                        "textvqa": 67.7, "pope": 89.1, "mme": 1535.0, "mmbench": 68.0,
-                                        "mmbench_cn": 64.8},
-}
-# arXiv v1 Table 3 (longer side doubled by padding; via shared/reference/uhd.md): (score, drop) per benchmark.
-PAPER_EXTREME = {
-    "LLaVA-1.5-13B": {"vqav2": (74.6, 5.4), "gqa": (57.9, 5.4), "textvqa": (58.4, 3.9), "pope": (81.1, 4.8),
-                      "scienceqa": (66.3, 5.3), "vizwiz": (50.1, 3.5)},
-    "LLaVA-UHD-13B": {"vqav2": (81.4, 0.3), "gqa": (61.8, 3.4), "textvqa": (64.5, 3.2), "pope": (85.1, 4.0),
-                      "scienceqa": (71.5, 0.5), "vizwiz": (54.0, 2.1)},
-}
-
 
 def _scalars(scores: dict) -> dict:
     """The numeric top-level entries of an adapter's scores (DVC shows nested numbers; strings stay out)."""
@@ -109,9 +94,11 @@ def baseline_table(metrics: dict, rules: dict[str, str] | None = None) -> list[s
     return lines
 
 
-def markdown_table(metrics: dict, label: str = "this run", rules: dict[str, str] | None = None) -> str:
+def markdown_table(metrics: dict, label: str = "this run", rules: dict[str, str] | None = None,
+                   paper_row: str = "", flops_model: str = "13B-scale") -> str:
     """Our headline scores beside the paper's (eval.md §4), then each against its trivial baseline, then the
-    extreme-aspect and compute tables. ``rules``: the baselines' rules, {benchmark: text}."""
+    extreme-aspect and compute tables. ``rules``: the baselines' rules, {benchmark: text}. ``paper_row``: a
+    components.paper_scores id: that row is shown too, with the difference (measured - published) per benchmark."""
     head = "| model | " + " | ".join(title for _, title in COLUMNS) + " |"
     rule = "|---|" + "---|" * len(COLUMNS)
     ours = [metrics["headline"].get(key) for key, _ in COLUMNS]
@@ -119,8 +106,11 @@ def markdown_table(metrics: dict, label: str = "this run", rules: dict[str, str]
     row = [("skipped" if key in skipped else ("server" if key in metrics.get("submissions", {}) else _cell(v)))
            for (key, _), v in zip(COLUMNS, ours, strict=True)]
     lines = [head, rule, f"| {label} | " + " | ".join(row) + " |"]
-    for name, scores in PAPER_SCORES.items():
-        lines.append(f"| {name} | " + " | ".join(_cell(scores.get(key)) for key, _ in COLUMNS) + " |")
+    for row_id in (*DEFAULT_ROWS, *([paper_row] if paper_row and paper_row not in DEFAULT_ROWS else [])):
+        row = PAPER_ROWS[row_id]
+        lines.append(f"| {row.label} | " + " | ".join(_cell(row.scores.get(key)) for key, _ in COLUMNS) + " |")
+    if paper_row:
+        lines.append(_difference_row(metrics["headline"], PAPER_ROWS[paper_row]))
     lines += ["", "Headline metrics: VQA-style accuracy (%), POPE mean F1 over 3 splits (%), MME perception total, "
               "MMBench CircularEval accuracy (%). `skipped`: files absent (reasons below); `server`: a submission "
               "file for the evaluation server was written."]
@@ -134,13 +124,21 @@ def markdown_table(metrics: dict, label: str = "this run", rules: dict[str, str]
             paper = " / ".join(_cell(PAPER_EXTREME[m].get(name, (None, None))[1]) for m in PAPER_EXTREME)
             lines.append(f"| {name} | {_cell(metrics['headline'].get(name))} | {_cell(ext['score'])} | "
                          f"{_cell(ext['drop'])} | {paper} |")
-    lines += ["", "| benchmark | visual tokens mean | max | TFLOPs mean (13B-scale) | max |", "|---|---|---|---|---|"]
+    lines += ["", f"| benchmark | visual tokens mean | max | TFLOPs mean ({flops_model}) | max |",
+              "|---|---|---|---|---|"]
     for name, c in metrics["compute"].items():
         lines.append(f"| {name} | {c['visual_tokens_mean']} | {c['visual_tokens_max']} | {c['tflops_mean']} | "
                      f"{c['tflops_max']} |")
     if skipped:
         lines += ["", "Skipped:"] + [f"- {name}: {reason}" for name, reason in skipped.items()]
     return "\n".join(lines) + "\n"
+
+
+def _difference_row(headline: dict, row) -> str:
+    """measured - published, per benchmark both have (MME in perception points, the rest in percentage points)."""
+    cells = [_margin(headline[key] - row.scores[key]) if key in headline and key in row.scores else "–"
+             for key, _ in COLUMNS]
+    return f"| difference (this run - {row.label}) | " + " | ".join(cells) + " |"
 
 
 def write_scores_csv(metrics: dict, path: Path) -> None:
@@ -250,7 +248,8 @@ def _without_speeds(value):
     return value
 
 
-def write_reports(suite: dict, provenance: dict, reports_dir: str | Path, label: str = "this run") -> dict:
+def write_reports(suite: dict, provenance: dict, reports_dir: str | Path, label: str = "this run",
+                  paper_row: str = "", flops_model: str = "13B-scale") -> dict:
     reports_dir = Path(reports_dir)
     reports_dir.mkdir(parents=True, exist_ok=True)
     metrics = build_metrics(suite)
@@ -261,7 +260,8 @@ def write_reports(suite: dict, provenance: dict, reports_dir: str | Path, label:
                "skipped": suite["skipped"]}
     (reports_dir / "provenance.json").write_text(json.dumps(details, indent=2, default=str), encoding="utf-8")
     rules = {n: r["baseline"]["rule"] for n, r in suite["benchmarks"].items() if r.get("baseline")}
-    (reports_dir / "results.md").write_text(markdown_table(metrics, label, rules), encoding="utf-8")
+    table = markdown_table(metrics, label, rules, paper_row, flops_model)
+    (reports_dir / "results.md").write_text(table, encoding="utf-8")
     write_scores_csv(metrics, reports_dir / "scores.csv")
     plot_benchmarks(suite, reports_dir / "benchmarks.png")
     return metrics

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from components.config import EvalConfig
 from components.evaluation.benchmarks import ADAPTERS, BenchmarkMissing, benchmark_root, load_benchmark
-from components.evaluation.compute import compute_report
+from components.evaluation.compute import FLOPS_MODEL, compute_report
 from components.evaluation.runner import predictions, run_benchmark
 from components.evaluation.variants import image_transform, preprocessing_config, preprocessing_hash
 
@@ -70,7 +70,8 @@ def _answer(model, tokenizer, questions, answers_file: Path, plan: EvalPlan, mod
     return len(questions) / max(time.perf_counter() - start, 1e-9)
 
 
-def _variant(model, tokenizer, name, questions, out_dir, eval_root, plan, model_id, extreme: bool) -> dict:
+def _variant(model, tokenizer, name, questions, out_dir, eval_root, plan, model_id, extreme: bool,
+             flops_model=FLOPS_MODEL) -> dict:
     suffix = "_extreme" if extreme else ""
     answers_file = out_dir / "answers" / f"{name}{suffix}.jsonl"
     rate = _answer(model, tokenizer, questions, answers_file, plan, model_id, extreme)
@@ -78,7 +79,7 @@ def _variant(model, tokenizer, name, questions, out_dir, eval_root, plan, model_
     prep = preprocessing_config(model.config, plan.pre_resize, extreme)
     return {"scores": scores, "answers": str(answers_file), "questions": len(questions),
             "questions_per_s": round(rate, 2), "preprocessing": prep, "preprocessing_hash": preprocessing_hash(prep),
-            "compute": compute_report(model, questions, plan.pre_resize, extreme)}
+            "compute": compute_report(model, questions, plan.pre_resize, extreme, flops_model)}
 
 
 def _decoding(model, questions, plan: EvalPlan, name: str) -> dict:
@@ -89,7 +90,8 @@ def _decoding(model, questions, plan: EvalPlan, name: str) -> dict:
 
 
 def run_suite(model, tokenizer, eval_root, out_dir, plan: EvalPlan, model_id: str = "llava-uhd",
-              log=print) -> dict:
+              log=print, flops_model=FLOPS_MODEL) -> dict:
+    """``flops_model``: whose FLOPs the compute report counts (compute.compute_report)."""
     out_dir = Path(out_dir)
     results, skipped = {}, {}
     for name in plan.benchmarks:
@@ -103,12 +105,14 @@ def run_suite(model, tokenizer, eval_root, out_dir, plan: EvalPlan, model_id: st
             skipped[name] = "the question file is empty"
             continue
         log(f"[eval] {name}: {len(questions)} questions")
-        result = _variant(model, tokenizer, name, questions, out_dir, eval_root, plan, model_id, extreme=False)
+        result = _variant(model, tokenizer, name, questions, out_dir, eval_root, plan, model_id, extreme=False,
+                          flops_model=flops_model)
         result["decoding"] = _decoding(model, questions, plan, name)
         result["baseline"] = _baseline(name, questions, eval_root)
         if name in plan.extreme_aspect:
             result["extreme_aspect"] = _extreme_summary(
-                result, _variant(model, tokenizer, name, questions, out_dir, eval_root, plan, model_id, extreme=True))
+                result, _variant(model, tokenizer, name, questions, out_dir, eval_root, plan, model_id, extreme=True,
+                                 flops_model=flops_model))
         results[name] = result
         headline, baseline = result["scores"].get("headline"), result["baseline"]
         log(f"[eval] {name}: headline {headline if headline is None else round(headline, 2)}"

@@ -281,7 +281,17 @@ def _models() -> dict[str, ModelSpec]:
 MODELS: dict[str, ModelSpec] = _models()
 
 
-def get_model_spec(name: str) -> ModelSpec:
+def spec_of(config, name: str) -> ModelSpec:
+    """The ModelSpec of a built model's own config (a converted released checkpoint): its real tower and LLM, so
+    the compute report counts the FLOPs of the model that answered, not of a stand-in architecture."""
+    return ModelSpec(name=name, vision=config.vision_config, llm=config.text_config, compressor=config.projector,
+                     strategy=config.strategy, preset=config.preset, spatial_schema=bool(config.spatial_schema),
+                     vision_feature_layer=config.vision_feature_layer, description=f"{name} (its own config)")
+
+
+def get_model_spec(name: str | ModelSpec) -> ModelSpec:
+    if isinstance(name, ModelSpec):
+        return name
     try:
         return MODELS[name]
     except KeyError:

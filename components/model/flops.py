@@ -224,7 +224,7 @@ def _vit_layers(spec: ModelSpec, vit_layers: str) -> int:
 
 
 def flops_breakdown(
-    model: str,
+    model: str | ModelSpec,
     width: int,
     height: int,
     compressor: str | None = None,
@@ -266,7 +266,7 @@ def flops_breakdown(
     visual = layout.num_tokens
     linear, attn, head = llm_flops(spec.llm, visual + text_tokens, attention=attention, logits=logits)
     return FlopsBreakdown(
-        model=model,
+        model=spec.name,
         size=(width, height),
         strategy=strategy,
         preset=preset,

@@ -184,12 +184,14 @@ def test_evaluated_provenance_holds_nothing_of_the_run(tiny, tmp_path):
     """provenance.json is tracked in git: a rerun of the same weights must write the same bytes (#13), so the MLflow
     ids and the commit go to MLflow's tags (run_links), and a stale run record links nothing."""
     from components.config import ModelConfig, load_params
-    from components.evaluation.exported_model import load_evaluated_model, provenance, run_links
+    from components.evaluation.exported_model import provenance, run_links
+    from components.evaluation.model_source import load_for_evaluation
     from components.evaluation.suite import EvalPlan
 
     tiny[0].save_pretrained(tmp_path / "model")
     gpt2 = ModelConfig(tokenizer="gpt2", tokenizer_dir="assets/tokenizers/gpt2")  # the tiny fixture's tokenizer
-    model, _, sha = load_evaluated_model(tmp_path / "model", gpt2)
+    found = load_for_evaluation("", tmp_path / "model", gpt2)
+    model, sha = found.model, found.sha256
     prov = provenance(sha, model, "synthetic", EvalPlan.from_params(load_params().eval), "data/raw/synthetic/eval")
     assert prov["model_sha256"] == sha
     assert not {"mlflow_run_id", "model_uri", "checkpoint_uri", "git_commit"} & set(prov)
