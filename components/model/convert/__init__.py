@@ -1,6 +1,6 @@
 """Released checkpoints -> `LlavaUhdForConditionalGeneration` (issue #14 §1).
 
-    model = convert_checkpoint("path/to/llava-v1.5-13b", format="llava")
+    model = convert_checkpoint("path/to/llava-v1.5-13b", format="llava", vision_tower="path/to/clip-vit-l-14-336")
     convert_to_directory(src, dst, format="llava-hf")   # what `uhd convert SRC DST --format ...` runs
 
 Each format module maps one published layout of weights onto the project's parameter names and returns a
@@ -16,10 +16,15 @@ formats
 
 from __future__ import annotations
 
+import json
 from importlib import import_module
 from pathlib import Path
 
-from .checkpoint import ConversionError, Converted, load_exactly
+import torch
+
+from .checkpoint import ConversionError, Converted, load_exactly, sha256_files
+
+CONVERSION_RECORD = "conversion.json"  # beside config.json: what was converted, from which files, and how
 
 # format name -> (module, function): each function is `(src_dir: Path, vision_tower: Path | None) -> Converted`.
 FORMATS = {
@@ -48,4 +53,40 @@ def convert_checkpoint(src_dir: str | Path, format: str, vision_tower: str | Pat
     return converted(src_dir, format, vision_tower).model()
 
 
-__all__ = ["FORMATS", "ConversionError", "Converted", "convert_checkpoint", "converted", "load_exactly"]
+def convert_to_directory(src_dir: str | Path, dst_dir: str | Path, format: str,
+                         vision_tower: str | Path | None = None) -> Path:
+    """Write the converted checkpoint as a project model directory: `save_pretrained` (config.json with the slicing
+    strategy/preset, compressor and conversation it was trained with, model.safetensors), the tokenizer with
+    `<image>`, and conversion.json (format, source files with sha256, notes). `load_saved_model(dst)` reads it, and
+    `components.inference.load_dir(dst, "saved", dst)` answers with it. Weights keep the checkpoint's float dtype."""
+    dst = Path(dst_dir)
+    if dst.exists() and any(dst.iterdir()):
+        raise ConversionError(f"{dst} is not empty: convert writes into a new or empty directory")
+    result = converted(src_dir, format, vision_tower)
+    model = result.model()
+    dtype = _stored_dtype(result.state_dict)
+    model.to(dtype)
+    dst.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(dst))
+    result.tokenizer.save_pretrained(str(dst))
+    record = dict(result.source)
+    record["dtype"] = str(dtype).removeprefix("torch.")
+    record["parameters"] = sum(p.numel() for p in model.parameters())
+    record["source_files"] = sha256_files(Path(src_dir))
+    if vision_tower:
+        record["vision_tower_files"] = sha256_files(Path(vision_tower))
+    (dst / CONVERSION_RECORD).write_text(json.dumps(record, indent=2) + "\n")
+    return dst
+
+
+def _stored_dtype(state: dict[str, torch.Tensor]) -> torch.dtype:
+    """The floating dtype holding most of the checkpoint's values (a 13B fp16 release stays fp16 on disk)."""
+    sizes: dict = {}
+    for tensor in state.values():
+        if tensor.is_floating_point():
+            sizes[tensor.dtype] = sizes.get(tensor.dtype, 0) + tensor.numel()
+    return max(sizes, key=sizes.get) if sizes else torch.float32
+
+
+__all__ = ["CONVERSION_RECORD", "FORMATS", "ConversionError", "Converted", "convert_checkpoint",
+           "convert_to_directory", "converted", "load_exactly"]
