@@ -107,6 +107,8 @@ def _check_hf_config(hf) -> None:
 
 def convert_llava(src: Path, vision_tower: Path | None) -> Converted:
     """liuhaotian/llava-v1.5-* or LLaVA-UHD ECCV (LlavaLlamaForCausalLM); the CLIP tower from `vision_tower`."""
+    from transformers import LlamaConfig
+
     raw = read_json(src, "config.json")
     _check_llava_config(src, raw)
     projector = raw.get("mm_projector_type", "linear")
@@ -114,10 +116,10 @@ def convert_llava(src: Path, vision_tower: Path | None) -> Converted:
     if raw.get("mm_hidden_size", tower_config.hidden_size) != tower_config.hidden_size:
         raise ConversionError(f"{src}: mm_hidden_size {raw['mm_hidden_size']} but the --vision-tower has hidden "
                               f"size {tower_config.hidden_size}: it is not the tower this checkpoint was trained on")
-    tokenizer = load_checkpoint_tokenizer(src)
+    text = _llama_config(raw)
+    tokenizer = load_checkpoint_tokenizer(src, LlamaConfig(**text))
     had_image_token = IMAGE_TOKEN in tokenizer.get_vocab()
     image_id = add_image_token(tokenizer)
-    text = _llama_config(raw)
     feature_layer = int(raw.get("mm_vision_select_layer", -2))
     state, origin = rename_keys(read_state_dict(src), LLAVA_RULES)
     notes = []
@@ -166,7 +168,8 @@ def _llama_config(raw: dict) -> dict:
     from transformers import LlamaConfig
 
     fields = (set(LlamaConfig().to_dict()) | {"rope_theta", "rope_scaling"}) - _NOT_LLAMA
-    return LlamaConfig(**{k: v for k, v in raw.items() if k in fields}).to_dict()
+    # rope_scaling null (Vicuna v1.5's) is the default; passing it would only raise transformers' deprecation warning.
+    return LlamaConfig(**{k: v for k, v in raw.items() if k in fields and v is not None}).to_dict()
 
 
 def load_clip_tower(path: Path | None, name: str | None):
@@ -192,12 +195,13 @@ def load_clip_tower(path: Path | None, name: str | None):
     return config, renamed, {k: f"--vision-tower {v}" for k, v in origin.items()}
 
 
-def load_checkpoint_tokenizer(src: Path):
-    """The checkpoint directory's own tokenizer; LLaVA's v1 template pads with `<unk>` when it has no pad token."""
+def load_checkpoint_tokenizer(src: Path, llm_config=None):
+    """The checkpoint directory's own tokenizer; LLaVA's v1 template pads with `<unk>` when it has no pad token.
+    `llm_config` stands in for config.json where transformers cannot read that (LLaVA's own `llava` configs)."""
     from transformers import AutoTokenizer
 
     try:
-        tokenizer = AutoTokenizer.from_pretrained(str(src))
+        tokenizer = AutoTokenizer.from_pretrained(str(src), **({"config": llm_config} if llm_config else {}))
     except (OSError, ValueError) as err:
         raise ConversionError(f"{src}: no tokenizer could be loaded from it ({err})") from err
     if tokenizer.pad_token is None:
