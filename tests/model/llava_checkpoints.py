@@ -14,7 +14,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import torch
+from PIL import Image
 from safetensors.torch import load_file, save_file
 from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
 
@@ -25,6 +27,15 @@ LLAMA_ASSETS = REPO / "assets" / "tokenizers" / "llama"
 LLAMA_VOCAB = 32000  # Vicuna's; liuhaotian's checkpoints keep it
 HF_VOCAB = 32064  # llava-hf: + <image> (32000) + <pad> (32001), padded to a multiple of 64
 IMAGE_ID = 32000
+QUESTION = "What is in the picture?"
+
+
+def picture(width: int, height: int) -> Image.Image:
+    """Smooth colour ramps plus noise: resizing it moves values, so preprocessing differences would show."""
+    rng = np.random.default_rng(width * 7 + height)
+    x, y = np.meshgrid(np.linspace(0, 1, width), np.linspace(0, 1, height))
+    base = np.stack([x, y, (x + y) / 2], axis=-1) * 200 + rng.normal(0, 20, (height, width, 3))
+    return Image.fromarray(np.clip(base, 0, 255).astype(np.uint8))
 
 
 def llama_tokenizer(llava_hf: bool):

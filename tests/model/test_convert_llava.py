@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -27,6 +26,8 @@ from .llava_checkpoints import (
     IMAGE_ID,
     LLAMA_VOCAB,
     MODEL_PREFIXED_NAMING,
+    QUESTION,
+    picture,
     tiny_hf_llava,
     write_clip_tower,
     write_llava,
@@ -34,17 +35,8 @@ from .llava_checkpoints import (
 )
 
 SIZES = [(500, 300), (300, 500), (336, 336), (1000, 120)]
-QUESTION = "What is in the picture?"
 LOGIT_TOLERANCE = 1e-4  # fp32; measured ~1e-6 (the same kernels in another order: the tower runs batched by shape)
 NEW_TOKENS = 6
-
-
-def picture(width: int, height: int) -> Image.Image:
-    """Smooth colour ramps plus noise: resizing it moves values, so preprocessing differences would show."""
-    rng = np.random.default_rng(width * 7 + height)
-    x, y = np.meshgrid(np.linspace(0, 1, width), np.linspace(0, 1, height))
-    base = np.stack([x, y, (x + y) / 2], axis=-1) * 200 + rng.normal(0, 20, (height, width, 3))
-    return Image.fromarray(np.clip(base, 0, 255).astype(np.uint8))
 
 
 @pytest.fixture(scope="module")
