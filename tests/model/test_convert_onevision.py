@@ -296,3 +296,19 @@ def test_in_memory_key_naming_converts_too(hf_dir, tmp_path):
     a, b = converted(hf_dir, "llava-onevision-hf"), converted(renamed, "llava-onevision-hf")
     assert a.state_dict.keys() == b.state_dict.keys()
     assert all(torch.equal(a.state_dict[k], b.state_dict[k]) for k in a.state_dict)
+
+
+def test_untied_lm_head_parity(tmp_path):
+    """An untied checkpoint (the 7B/72B LLMs) keeps its own lm_head."""
+    tok = hf_tokenizer()
+    tiny_hf_model(tok, tie=False).save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    hf = LlavaOnevisionForConditionalGeneration.from_pretrained(tmp_path).eval()
+    conv = converted(tmp_path, "llava-onevision-hf")
+    ours = conv.model()
+    assert not conv.config.tie_word_embeddings and "language_model.lm_head.weight" in conv.state_dict
+    processor = UhdProcessor(conv.tokenizer, ours)
+    image = photo(300, 200)
+    hf_in, our_in = single_inputs(image, image_processor())
+    ids = prompt(processor, "<image>\nWhat is shown in this image?", [processor.process_image(image)])
+    assert_parity(hf, ours, ids, ids, hf_in, our_in)

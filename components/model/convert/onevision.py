@@ -46,8 +46,10 @@ QWEN_1_5_CHAT_TEMPLATE = (
 )
 
 # google/siglip-so400m-patch14-384, for an lmms-lab directory converted without `vision_tower`: what its weights
-# cannot tell (head count through the head dimension, activation, epsilon).
-SO400M = {"head_dim": 72, "hidden_act": "gelu_pytorch_tanh", "layer_norm_eps": 1e-6, "num_channels": 3}
+# cannot tell (head count through the head dimension, activation, epsilon, and the image size: 27 positions per side
+# fit any size from 378 to 391 at patch 14).
+SO400M = {"head_dim": 72, "hidden_act": "gelu_pytorch_tanh", "layer_norm_eps": 1e-6, "num_channels": 3,
+          "image_size": 384}
 
 # Checkpoint key -> project key, first match wins; a key no rule matches is an error. `model.` + `lm_head` is
 # transformers 5's in-memory naming; `language_model.model.` / `vision_tower.vision_model.` is the released hub files'
@@ -209,13 +211,13 @@ def _repo_vision_config(state: dict[str, torch.Tensor], vision_tower: Path | Non
     patch = state[prefix + "embeddings.patch_embedding.weight"]
     hidden, positions = patch.shape[0], state[prefix + "embeddings.position_embedding.weight"].shape[0]
     side = int(round(positions**0.5))
-    if hidden % SO400M["head_dim"] or side * side != positions:
+    if hidden % SO400M["head_dim"] or side * side != positions or SO400M["image_size"] // patch.shape[-1] != side:
         raise ConversionError(f"{REPO_FORMAT}: a {hidden}-wide tower with {positions} positions is not SigLIP so400m's "
                               "shape family: pass --vision-tower with the SigLIP directory it was trained from")
     vision = SiglipVisionConfig(
         hidden_size=hidden, intermediate_size=state[prefix + "encoder.layers.0.mlp.fc1.weight"].shape[0],
         num_hidden_layers=len(layers), num_attention_heads=hidden // SO400M["head_dim"], patch_size=patch.shape[-1],
-        image_size=side * patch.shape[-1], hidden_act=SO400M["hidden_act"], layer_norm_eps=SO400M["layer_norm_eps"],
+        image_size=SO400M["image_size"], hidden_act=SO400M["hidden_act"], layer_norm_eps=SO400M["layer_norm_eps"],
         num_channels=SO400M["num_channels"], vision_use_head=False)
     return vision, f"derived from the weight shapes + so400m constants {SO400M}"
 
