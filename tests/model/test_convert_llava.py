@@ -235,6 +235,11 @@ def test_cli_convert_then_load_and_generate(llava_hf_dir, converted_hf, tmp_path
     assert uhd_model.tokenizer.convert_tokens_to_ids("<image>") == IMAGE_ID
     answer = uhd_model.answer(picture(500, 300), QUESTION, max_new_tokens=4)
     assert isinstance(answer, str)
+    image = tmp_path / "picture.png"
+    picture(500, 300).save(image)
+    assert uhd(["infer", str(image), QUESTION, "--model", str(dst), "--max-new-tokens", "4",
+                "--params", str(tmp_path / "no-params.yaml"), "--tracking-uri", f"sqlite:///{tmp_path}/m.db"]) == 0
+    assert f"answer: {answer}" in capsys.readouterr().out
 
 
 def test_cli_errors_are_one_line_exit_2(llava_dirs, tmp_path, capsys):
