@@ -133,13 +133,17 @@ def convert_llava(src: Path, vision_tower: Path | None) -> Converted:
         grid = _resampler_grid(state)
         config = _uhd_config(tower_config.to_dict(), text, feature_layer, tokenizer, image_id, grid)
         notes.append("LLaVA-UHD ECCV: strategy uhd, preset uhd-eccv (the training slicing; its evaluation scripts "
-                     "first resized the long side to 1024: preset uhd-eccv-eval), spatial_resampler, spatial schema")
+                     "first resized the long side to 1024: preset uhd-eccv-eval), spatial_resampler, spatial schema; "
+                     "attention heads (not stored) = LLM hidden // 128, as the reference builder")
     else:
         config = _llava15_config(tower_config.to_dict(), text, feature_layer, tokenizer, image_id)
-    if not had_image_token and image_id >= text["vocab_size"]:
-        notes.append(f"{IMAGE_TOKEN} added to the tokenizer as id {image_id}, outside the language model's "
-                     f"{text['vocab_size']} rows: placeholders are masked before the embedding lookup, and with no "
-                     "lm_head row it can never be generated")
+    if image_id >= text["vocab_size"]:
+        notes.append(f"{IMAGE_TOKEN} {'is' if had_image_token else 'added to the tokenizer as'} id {image_id}, outside "
+                     f"the language model's {text['vocab_size']} rows: placeholders are masked before the embedding "
+                     "lookup, and with no lm_head row it can never be generated")
+    else:  # a tokenizer shorter than the embedding: the id has a (never trained) row
+        notes.append(f"{IMAGE_TOKEN} = id {image_id} has an lm_head row of the checkpoint: it is not excluded from "
+                     "generation")
     return Converted(config, state, tokenizer, _record("llava", src, vision_tower, notes), origin)
 
 
