@@ -1,6 +1,6 @@
-"""`--format llava-onevision-hf`: a tiny random transformers LlavaOnevisionForConditionalGeneration, saved and converted,
-gives the same logits (fp32, max |Δ| <= 1e-4) and the same greedy tokens as transformers for single images (the
-anyres_max_9 downsampling included), multi-image and video; the project's pixels match transformers' slow image
+"""`--format llava-onevision-hf`: a tiny random transformers LlavaOnevisionForConditionalGeneration, saved and
+converted, gives the same logits (fp32, max |Δ| <= 1e-4) and the same greedy tokens as transformers for single
+images (the anyres_max_9 downsampling included), multi-image and video; the project's pixels match transformers' slow image
 processor within the resize-kernel tolerance below. The lmms-lab layout is in test_convert_onevision_repo.py.
 
 Both models get the same pixel tensors (transformers' processor output; the project stacks each image's crops
@@ -184,6 +184,14 @@ def test_config_and_source(hf_dir):
                         "<|im_end|>\n<|im_start|>assistant\n")
 
 
+def test_inference_prompt_is_the_chat_template(pair):
+    """The project's own generation prompt (encode_prompt, template chat_template) is the ids the parity tests feed."""
+    _, _, processor = pair
+    item = processor.process_image(photo(300, 200))
+    ids = prompt(processor, "<image>\nWhat is shown in this image?", [item])
+    assert processor.prompt_ids("What is shown in this image?", [item], "chat_template") == ids[0].tolist()
+
+
 @pytest.mark.parametrize("size", SINGLE_SIZES, ids=[f"{w}x{h}" for w, h in SINGLE_SIZES])
 def test_single_image_parity(pair, size):
     hf, ours, processor = pair
@@ -200,8 +208,8 @@ def test_multi_image_parity(pair):
     batch = image_processor().preprocess([images], return_tensors="pt")  # one sample of two images: no AnyRes
     hf_in = {"pixel_values": batch["pixel_values"], "image_sizes": batch["image_sizes"],
              "batch_num_images": batch["batch_num_images"]}
-    our_in = {"pixel_values": [p[0] for p in batch["pixel_values"]], "image_sizes": torch.tensor([im.size for im in images]),
-              "visual_kinds": ["multi", "multi"]}
+    our_in = {"pixel_values": [p[0] for p in batch["pixel_values"]], "visual_kinds": ["multi", "multi"],
+              "image_sizes": torch.tensor([im.size for im in images])}
     ids = prompt(processor, "<image>\n<image>\nWhat differs?", [processor.process_multi(im) for im in images])
     assert (ids == processor.image_token_id).sum() == 2 * 730
     print(f"llava-onevision-hf multi-image: max |dlogit| {assert_parity(hf, ours, ids, ids, hf_in, our_in):.2e}")

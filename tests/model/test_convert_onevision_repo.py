@@ -96,7 +96,8 @@ def test_config_source_and_tokenizer(repo, hf):
     c = conv.config
     assert (c.strategy, c.preset, c.vision_feature_layer) == ("anyres", "onevision-repo", -1)
     v = c.vision_config
-    assert (v.hidden_size, v.num_attention_heads, v.num_hidden_layers, v.image_size, v.patch_size) == (144, 2, 2, 384, 14)
+    shape = (v.hidden_size, v.num_attention_heads, v.num_hidden_layers, v.image_size, v.patch_size)
+    assert shape == (144, 2, 2, 384, 14)
     assert "derived from the weight shapes" in conv.source["vision_config"]
     # <image> added where transformers' conversion put it, inside Qwen's padded rows: no resize
     assert c.image_token_id == hf.config.image_token_id and c.text_config.vocab_size == hf.config.text_config.vocab_size
@@ -119,8 +120,8 @@ def test_multi_image_and_video_parity(repo, hf):
     images = [photo(500, 300, seed=1), photo(200, 400, seed=2)]
     batch = image_processor().preprocess([images], return_tensors="pt")
     hf_in = {k: batch[k] for k in ("pixel_values", "image_sizes", "batch_num_images")}
-    our_in = {"pixel_values": [p[0] for p in batch["pixel_values"]], "image_sizes": torch.tensor([i.size for i in images]),
-              "visual_kinds": ["multi", "multi"]}
+    our_in = {"pixel_values": [p[0] for p in batch["pixel_values"]], "visual_kinds": ["multi", "multi"],
+              "image_sizes": torch.tensor([i.size for i in images])}
     ids = prompt(processor, "<image>\n<image>\nWhat differs?", [processor.process_multi(i) for i in images])
     print(f"llava-onevision multi-image: max |dlogit| {assert_parity(hf, ours, ids, ids, hf_in, our_in):.2e}")
     frames = [photo(320, 240, seed=10 + i) for i in range(3)]
@@ -136,7 +137,8 @@ def llava_next_tokens(hf, crops: torch.Tensor, width: int, height: int) -> torch
     """LLaVA-NeXT's spatial_unpad + anyres_max_9 (llava_arch.py, unpad_image with plain int()), on transformers'
     tower and projector: the reference the lmms-lab weights were trained with."""
     with torch.no_grad():
-        feats = hf.model.multi_modal_projector(hf.model.vision_tower(crops, output_hidden_states=True).hidden_states[-1])
+        patches = hf.model.vision_tower(crops, output_hidden_states=True).hidden_states[-1]
+        feats = hf.model.multi_modal_projector(patches)
     base, side = feats[0], 27
     cols, rows = plan_anyres(width, height, preset="onevision-repo").grid
     grid = feats[1:].view(rows, cols, side, side, -1).permute(4, 0, 2, 1, 3).flatten(1, 2).flatten(2, 3)
@@ -158,7 +160,8 @@ def llava_next_tokens(hf, crops: torch.Tensor, width: int, height: int) -> torch
 def test_divergent_size_follows_llava_next(repo, hf):
     _, ours, processor = repo
     image = photo(*DIVERGENT)
-    hf_layout, repo_layout = plan_anyres(*DIVERGENT, preset="onevision"), plan_anyres(*DIVERGENT, preset="onevision-repo")
+    hf_layout = plan_anyres(*DIVERGENT, preset="onevision")
+    repo_layout = plan_anyres(*DIVERGENT, preset="onevision-repo")
     assert (hf_layout.num_tokens, repo_layout.num_tokens) == (5751, 5589)
     assert processor.process_image(image).num_tokens == repo_layout.num_tokens
     hf_in, our_in = single_inputs(image, image_processor())

@@ -88,9 +88,10 @@ def convert_onevision_hf(src: Path, vision_tower: Path | None = None) -> Convert
     text = AutoConfig.for_model(**cfg["text_config"])
     tokenizer = _load_tokenizer(src)
     image_id = cfg.get("image_token_id", cfg.get("image_token_index"))
-    if tokenizer.convert_tokens_to_ids(IMAGE_TOKEN) != image_id:
+    token_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
+    if token_id != image_id:
         raise ConversionError(f"{src}: config image_token_id {image_id} is not the tokenizer's {IMAGE_TOKEN} id "
-                              f"{tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)}: tokenizer and weights do not belong together")
+                              f"{token_id}: tokenizer and weights do not belong together")
     state = rename_keys(read_state_dict(src), HF_KEYS, HF_FORMAT)
     vision, state, dropped = _keep_feature_layers(vision, cfg["vision_feature_layer"], state)
     source = {"format": HF_FORMAT, "preset": HF_PRESET, "vision_config": "config.json vision_config",
@@ -105,6 +106,7 @@ def convert_onevision(src: Path, vision_tower: Path | None = None) -> Converted:
     _check_repo_config(cfg)
     state = rename_keys(read_state_dict(src), REPO_KEYS, REPO_FORMAT)
     vision, vision_note = _repo_vision_config(state, vision_tower)
+    vision, state, dropped = _keep_feature_layers(vision, -1, state)  # a SigLIP head, if one was saved
     text = _qwen2_config(cfg)
     tokenizer = _load_tokenizer(src)
     had_image = IMAGE_TOKEN in tokenizer.get_vocab()
@@ -113,6 +115,7 @@ def convert_onevision(src: Path, vision_tower: Path | None = None) -> Converted:
     image_id = add_image_token(tokenizer)
     state, vocab_note = _fit_vocabulary(state, text, image_id, had_image)
     source = {"format": REPO_FORMAT, "preset": REPO_PRESET, "vision_config": vision_note, "tokenizer": vocab_note,
+              "dropped_keys": dropped,
               "vision_feature_layer": "-1 of the checkpoint's truncated SigLIP (LLaVA-NeXT ignores "
                                       f"mm_vision_select_layer={cfg.get('mm_vision_select_layer')} for SigLIP)",
               "chat_template": "LLaVA-NeXT conv_qwen_1_5 (ChatML, default system prompt)"}
@@ -151,8 +154,8 @@ def rename_keys(state: dict[str, torch.Tensor], rules, fmt: str) -> dict[str, to
         else:
             unknown.append(key)
     if unknown:
-        raise ConversionError(f"{fmt}: unknown keys {sorted(unknown)[:20]}"
-                              f"{f' (+{len(unknown) - 20} more)' if len(unknown) > 20 else ''}: is it the right --format?")
+        more = f" (+{len(unknown) - 20} more)" if len(unknown) > 20 else ""
+        raise ConversionError(f"{fmt}: unknown keys {sorted(unknown)[:20]}{more}: is it the right --format?")
     return out
 
 
@@ -334,4 +337,5 @@ def _fit_vocabulary(state: dict[str, torch.Tensor], text, image_id: int, had_ima
             old = state[key]
             state[key] = torch.cat([old, old.mean(0, keepdim=True).expand(grow, -1)])
     text.vocab_size = image_id + 1
-    return state, f"{IMAGE_TOKEN} {added} at id {image_id}: embedding/lm_head grown {rows} -> {image_id + 1} (mean rows)"
+    grown = f"embedding/lm_head grown {rows} -> {text.vocab_size} rows (new rows: the mean)"
+    return state, f"{IMAGE_TOKEN} {added} at id {image_id}: {grown}"
