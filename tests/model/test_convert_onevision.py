@@ -1,7 +1,7 @@
 """`--format llava-onevision-hf`: a tiny random transformers LlavaOnevisionForConditionalGeneration, saved and
 converted, gives the same logits (fp32, max |Δ| <= 1e-4) and the same greedy tokens as transformers for single
-images (the anyres_max_9 downsampling included), multi-image and video; the project's pixels match transformers' slow image
-processor within the resize-kernel tolerance below. The lmms-lab layout is in test_convert_onevision_repo.py.
+images (the anyres_max_9 downsampling included), multi-image and video; the project's pixels match transformers'
+slow image processor within the resize-kernel tolerance below. The lmms-lab layout is in test_convert_onevision_repo.py.
 
 Both models get the same pixel tensors (transformers' processor output; the project stacks each image's crops
 before its base image, transformers after) and the same ids, so a difference can only come from the model.
@@ -32,16 +32,17 @@ from components.slicing.anyres import plan_anyres
 
 LOGIT_TOL = 1e-4
 # Pixels: the project resizes with torch's antialiased uint8 bicubic (components/slicing/pixels.py), transformers'
-# slow processor with PIL's bicubic. Both run two separable passes and round the intermediate to uint8, but torch
-# always does the horizontal pass first and PIL does the larger reduction first, so when an image shrinks more
-# vertically the intermediate rounding differs. Measured (GREY_LEVEL = 1/255/0.5 = 0.00784 under SigLIP's 0.5/0.5):
-# 672x1088 -> 384x384 base image: max 4 levels (0.0314), 20% of values differ, mean 0.0016; torch run vertical-first
-# reproduces PIL to <= 1 level (0.1%). Same pass order (wide images, crops): <= 1 level, rare 2 (<2e-6 of values);
-# unresized values (the letterbox, 1920x1080's crops) are exact. Pinned: 4 levels max, 0.25 level mean.
+# slow processor with PIL's bicubic. Both run two separable passes and round the intermediate to uint8; torch always
+# runs the horizontal pass first, Pillow (13.0 here) runs the vertical one first for some shapes (672x1088 and
+# 500x2000 -> 384x384 measured; not 800x900, 2000x500 or upscales), and then the intermediate rounding differs.
+# Measured (GREY_LEVEL = 1/255/0.5 = 0.00784 under SigLIP's 0.5/0.5): 672x1088's squashed base image differs by up
+# to 4 levels (0.0314) in 20% of values, mean 0.0016; the same torch kernel run vertical-first reproduces PIL to
+# <= 1 level (0.1% of values). Same pass order (crops, multi-image squares, video frames): <= 1 level, rarely 2
+# (< 2e-6 of values); unresized values (letterbox, 1920x1080's crops) are exact. Pinned: 4 levels, 0.25 level mean.
 GREY_LEVEL = 1 / 255 / 0.5
 PIXEL_TOL = 4 * GREY_LEVEL + 1e-6
 PIXEL_MEAN_TOL = 0.25 * GREY_LEVEL
-SINGLE_SIZES = [(300, 200), (672, 1088), (2000, 500), (1920, 1080), (1080, 1920)]  # 1x1; 2x3; 6x2; then 5x3 and 3x5,
+SINGLE_SIZES = [(300, 200), (672, 1088), (2000, 500), (1920, 1080), (1080, 1920)]  # grids 1x1, 2x3, 6x2, 5x3, 3x5
 DOWNSAMPLED = {(1920, 1080), (1080, 1920)}  # both through the anyres_max_9 bilinear downsampling
 NEW_TOKENS = 6
 CORPUS = ("a picture of a cat on a red mat next to a blue door; what is shown in this image? describe it. "
