@@ -49,7 +49,8 @@ def converted(src_dir: str | Path, format: str, vision_tower: str | Path | None 
 
 
 def convert_checkpoint(src_dir: str | Path, format: str, vision_tower: str | Path | None = None):
-    """A `LlavaUhdForConditionalGeneration` holding every weight of the checkpoint at `src_dir`, in eval mode."""
+    """A `LlavaUhdForConditionalGeneration` holding every weight of the checkpoint at `src_dir`, in eval mode and the
+    checkpoint's dtype (`.float()` for float32)."""
     return converted(src_dir, format, vision_tower).model()
 
 

@@ -25,10 +25,17 @@ class Converted:
     origin: dict[str, str] = field(default_factory=dict)  # project name -> the checkpoint's own name, for errors
 
     def model(self):
-        """The model with every weight loaded (`load_exactly`), in eval mode."""
+        """The model with every weight loaded (`load_exactly`), in eval mode, in the checkpoint's dtype.
+
+        Its parameters are built on the meta device and the checkpoint's tensors put in their place (no random
+        init, no copy): a 13B fp16 checkpoint converts in about its own size of memory instead of that plus a
+        float32 model. The model therefore shares its tensors with `state_dict`."""
+        from accelerate import init_empty_weights
+
         from components.model.modeling import LlavaUhdForConditionalGeneration
 
-        model = LlavaUhdForConditionalGeneration(self.config)
+        with init_empty_weights(include_buffers=False):  # buffers stay real: RoPE, position ids, sin-cos tables
+            model = LlavaUhdForConditionalGeneration(self.config)
         load_exactly(model, self.state_dict, self.source.get("format", "checkpoint"), self.origin)
         return model.eval()
 
@@ -59,18 +66,20 @@ def read_state_dict(src: Path) -> dict[str, torch.Tensor]:
 
 
 def load_exactly(model, state: dict[str, torch.Tensor], source: str, origin: dict[str, str] | None = None) -> None:
-    """Load `state` into `model` with every parameter and buffer accounted for: missing or unexpected keys, or a
-    shape that differs, raise with their names (and, through `origin`, the checkpoint's own name of each). A tied
-    pair (lm_head = embeddings) may be given once."""
+    """Put `state`'s tensors into `model` (assigned, not copied: the model may be on the meta device) with every
+    parameter and buffer accounted for: missing or unexpected keys, or a shape that differs, raise with their names
+    (and, through `origin`, the checkpoint's own name of each). A tied pair (lm_head = embeddings) may be given once."""
     origin = origin or {}
     own = model.state_dict(keep_vars=True)
     shapes = [f"{_named(k, origin)}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}"
               for k, v in state.items() if k in own and tuple(v.shape) != tuple(own[k].shape)]
     if shapes:
         raise ConversionError(f"{source}: shapes differ: {shapes}")
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    loaded = {p.data_ptr() for name, p in own.items() if name in state}
-    missing = [k for k in missing if own[k].data_ptr() not in loaded]
+    missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
+    model.tie_weights()  # the half of a tied pair that was not given now shares the loaded tensor
+    after = model.state_dict(keep_vars=True)
+    loaded = {after[k].data_ptr() for k in state if k in after}
+    missing = [k for k in missing if after[k].is_meta or after[k].data_ptr() not in loaded]
     if missing or unexpected:
         unexpected = [_named(k, origin) for k in unexpected]
         raise ConversionError(f"{source}: missing keys {missing}, unexpected keys {unexpected}")
