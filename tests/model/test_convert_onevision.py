@@ -321,3 +321,26 @@ def test_untied_lm_head_parity(tmp_path):
     hf_in, our_in = single_inputs(image, image_processor())
     ids = prompt(processor, "<image>\nWhat is shown in this image?", [processor.process_image(image)])
     assert_parity(hf, ours, ids, ids, hf_in, our_in)
+
+
+def test_unused_tower_parts_are_dropped_and_named(tmp_path):
+    """A tower with a pooling head and feature layer -2: the head and the last layer never reach the features, so
+    the converted tower is cut after the feature layer (as LLaVA-NeXT cuts SigLIP) and those keys are listed."""
+    tok = hf_tokenizer()
+    model = tiny_hf_model(tok)
+    config = model.config
+    config.vision_config.vision_use_head, config.vision_feature_layer = True, -2
+    torch.manual_seed(1)
+    LlavaOnevisionForConditionalGeneration(config).save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    hf = LlavaOnevisionForConditionalGeneration.from_pretrained(tmp_path).eval()
+    conv = converted(tmp_path, "llava-onevision-hf")
+    dropped = conv.source["dropped_keys"]
+    assert conv.config.vision_config.num_hidden_layers == 1 and conv.config.vision_feature_layer == -1
+    assert any(".head." in k for k in dropped) and any(".encoder.layers.1." in k for k in dropped)
+    ours = conv.model()
+    processor = UhdProcessor(conv.tokenizer, ours)
+    image = photo(300, 200)
+    hf_in, our_in = single_inputs(image, image_processor())
+    ids = prompt(processor, "<image>\nWhat is shown in this image?", [processor.process_image(image)])
+    assert_parity(hf, ours, ids, ids, hf_in, our_in)
