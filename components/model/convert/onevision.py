@@ -106,6 +106,7 @@ def convert_onevision(src: Path, vision_tower: Path | None = None) -> Converted:
     _check_repo_config(cfg)
     state = rename_keys(read_state_dict(src), REPO_KEYS, REPO_FORMAT)
     vision, vision_note = _repo_vision_config(state, vision_tower)
+    _check_geometry(vision.image_size, vision.patch_size, REPO_PRESET)
     vision, state, dropped = _keep_feature_layers(vision, -1, state)  # a SigLIP head, if one was saved
     text = _qwen2_config(cfg)
     tokenizer = _load_tokenizer(src)
