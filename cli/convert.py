@@ -43,7 +43,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {path}")
     for note in record["notes"]:
         print(f"note: {note}")
-    print(f"parameters: {record['parameters']:,} ({record['parameters'] / 1e9:.2f}B, {record['dtype']})")
+    count = record["parameters"]
+    short = f"{count / 1e9:.2f}B" if count >= 1e9 else f"{count / 1e6:.1f}M"
+    print(f"parameters: {count:,} ({short}, {record['dtype']})")
     return 0
 
 

@@ -250,6 +250,13 @@ def test_cli_errors_are_one_line_exit_2(llava_dirs, tmp_path, capsys):
     assert "is not a directory" in capsys.readouterr().err
 
 
+def test_a_wrong_format_says_which(llava_hf_dir, llava_dirs):
+    with pytest.raises(ConversionError, match="use --format llava$"):
+        converted(llava_dirs[0], "llava-hf")
+    with pytest.raises(ConversionError, match="use --format llava-hf"):
+        converted(llava_hf_dir, "llava", llava_dirs[1])
+
+
 def test_convert_checkpoint_is_eval_and_whole(llava_dirs):
     model = convert_checkpoint(llava_dirs[0], "llava", llava_dirs[1])
     assert not model.training

@@ -72,9 +72,12 @@ def convert_llava_hf(src: Path, vision_tower: Path | None = None) -> Converted:
 
     if vision_tower is not None:
         raise ConversionError("--vision-tower is for --format llava: a llava-hf checkpoint holds its vision tower")
-    if read_json(src, "config.json").get("model_type") != "llava":
+    raw = read_json(src, "config.json")
+    if "mm_vision_tower" in raw or "mm_projector_type" in raw:
+        raise ConversionError(f"{src} is LLaVA's own layout (mm_* fields in config.json): use --format llava")
+    if raw.get("model_type") != "llava" or "text_config" not in raw:
         raise ConversionError(f"{src}/config.json is not a transformers LlavaForConditionalGeneration "
-                              "(model_type llava): is it the right --format?")
+                              "(model_type llava with a text_config): is it the right --format?")
     hf = LlavaConfig.from_pretrained(str(src))
     _check_hf_config(hf)
     tokenizer = load_checkpoint_tokenizer(src)
@@ -110,6 +113,9 @@ def convert_llava(src: Path, vision_tower: Path | None) -> Converted:
     from transformers import LlamaConfig
 
     raw = read_json(src, "config.json")
+    if "text_config" in raw:
+        raise ConversionError(f"{src} is a transformers (llava-hf style) checkpoint, config.json has a text_config: "
+                              "use --format llava-hf")
     _check_llava_config(src, raw)
     projector = raw.get("mm_projector_type", "linear")
     tower_config, tower_state, tower_origin = load_clip_tower(vision_tower, raw.get("mm_vision_tower"))
