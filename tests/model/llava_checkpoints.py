@@ -119,8 +119,32 @@ def llava_layout_config(model, projector: str = "mlp2x_gelu") -> dict:
     }
 
 
-def write_llava(model, dst: Path, state: dict | None = None, config: dict | None = None) -> Path:
-    """liuhaotian's layout: two .bin shards + index (as the release), an old RoPE buffer, the tokenizer."""
+def write_sentencepiece_tokenizer(dst: Path, legacy: bool = False) -> None:
+    """The release's tokenizer files: Vicuna's SentencePiece `tokenizer.model` (here: the asset's pieces in a
+    ModelProto, enough for the converter, which reads only the pieces) + a LlamaTokenizer tokenizer_config.json."""
+    from transformers.convert_slow_tokenizer import import_protobuf
+
+    vocab = json.loads((LLAMA_ASSETS / "tokenizer.json").read_text())["model"]["vocab"]
+    proto = import_protobuf().ModelProto()
+    proto.trainer_spec.model_type = proto.trainer_spec.BPE
+    kinds = {"<unk>": proto.SentencePiece.UNKNOWN, "<s>": proto.SentencePiece.CONTROL,
+             "</s>": proto.SentencePiece.CONTROL}
+    for piece in sorted(vocab, key=vocab.get):
+        entry = proto.pieces.add()
+        entry.piece, entry.score = piece, -float(vocab[piece])
+        byte = piece.startswith("<0x")
+        entry.type = kinds.get(piece, proto.SentencePiece.BYTE if byte else proto.SentencePiece.NORMAL)
+    (dst / "tokenizer.model").write_bytes(proto.SerializeToString())
+    (dst / "tokenizer_config.json").write_text(json.dumps({
+        "tokenizer_class": "LlamaTokenizer", "legacy": legacy, "add_bos_token": True, "add_eos_token": False,
+        "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "pad_token": None, "model_max_length": 2048,
+        "padding_side": "right", "clean_up_tokenization_spaces": False}))
+
+
+def write_llava(model, dst: Path, state: dict | None = None, config: dict | None = None,
+                sentencepiece: bool = True) -> Path:
+    """liuhaotian's layout: two .bin shards + index (as the release), an old RoPE buffer, the tokenizer (the
+    release's tokenizer.model, or `sentencepiece=False`: a tokenizer.json as a re-saved copy would hold)."""
     dst.mkdir(parents=True, exist_ok=True)
     state = dict(state if state is not None else llava_layout_state(model))
     state["model.layers.0.self_attn.rotary_emb.inv_freq"] = torch.ones(4)  # saved by transformers <= 4.31
@@ -132,7 +156,10 @@ def write_llava(model, dst: Path, state: dict | None = None, config: dict | None
     weight_map = {k: name for name, names in shards.items() for k in names}
     (dst / "pytorch_model.bin.index.json").write_text(json.dumps({"weight_map": weight_map}))
     (dst / "config.json").write_text(json.dumps(config or llava_layout_config(model)))
-    llama_tokenizer(llava_hf=False).save_pretrained(dst)
+    if sentencepiece:
+        write_sentencepiece_tokenizer(dst)
+    else:
+        llama_tokenizer(llava_hf=False).save_pretrained(dst)
     return dst
 
 

@@ -120,7 +120,12 @@ def test_llava_config_and_image_token(converted_llava):
     assert tok.convert_tokens_to_ids("<image>") == config.image_token_id == LLAMA_VOCAB
     assert config.text_config.vocab_size == LLAMA_VOCAB
     assert tok.pad_token == "<unk>"
-    assert any("can never be generated" in note for note in converted_llava.source["notes"])
+    notes = converted_llava.source["notes"]
+    assert any("can never be generated" in note for note in notes)
+    # The release's tokenizer.model is the Llama vocabulary: the project's converted tokenizer, legacy=False as its
+    # tokenizer_config says (no dummy "▁" after a special token: "</s>USER" -> </s> USER, not </s> ▁US ER).
+    assert any("legacy=False" in note for note in notes)
+    assert tok("</s>USER", add_special_tokens=False)["input_ids"] == [2, 11889]
     assert any("inv_freq" in note for note in converted_llava.source["notes"])
 
 
@@ -141,6 +146,13 @@ def test_llava_logits_and_greedy_match_the_original(reference, converted_llava, 
                                     pixel_values=torch.stack(batch["pixel_values"]), max_new_tokens=NEW_TOKENS,
                                     do_sample=False, suppress_tokens=list(range(LLAMA_VOCAB, HF_VOCAB)))
     assert ours_ids.tolist() == theirs_ids.tolist()
+
+
+def test_llava_with_a_tokenizer_json_loads_it(reference, llava_dirs, tmp_path):
+    result = converted(write_llava(reference, tmp_path, sentencepiece=False), "llava", llava_dirs[1])
+    assert not any(note.startswith("tokenizer:") for note in result.source["notes"])
+    assert result.tokenizer("Hello world")["input_ids"] == [1, 15043, 3186]
+    assert result.config.image_token_id == LLAMA_VOCAB
 
 
 def test_llava_without_vision_tower_names_the_option(llava_dirs):

@@ -20,12 +20,13 @@ forward), and with no lm_head row `<image>` can never be generated; the logits e
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
 from components.compression import MLP, SPATIAL_GRID, SPATIAL_RESAMPLER
 from components.data.conversation import IMAGE_TOKEN
-from components.data.tokenizers import add_image_token
+from components.data.tokenizers import add_image_token, load_llama_tokenizer
 
 from .checkpoint import (
     ConversionError,
@@ -37,6 +38,8 @@ from .checkpoint import (
     rename_keys,
 )
 
+REPO = Path(__file__).resolve().parents[3]
+LLAMA_ASSETS = REPO / "assets" / "tokenizers" / "llama"  # Vicuna v1.5's vocabulary, converted (its README)
 CONVERSATION = "vicuna_v1"  # LLaVA-1.5's and LLaVA-UHD's fine-tuning template (`--version v1`)
 MLP_PROJECTOR = "mlp2x_gelu"  # LLaVA-1.5's mm_projector_type
 UHD_PROJECTOR = "adapt_spatial_resampler"  # LLaVA-UHD ECCV's (uhd.md §3.2)
@@ -123,12 +126,11 @@ def convert_llava(src: Path, vision_tower: Path | None) -> Converted:
         raise ConversionError(f"{src}: mm_hidden_size {raw['mm_hidden_size']} but the --vision-tower has hidden "
                               f"size {tower_config.hidden_size}: it is not the tower this checkpoint was trained on")
     text = _llama_config(raw)
-    tokenizer = load_checkpoint_tokenizer(src, LlamaConfig(**text))
+    tokenizer, notes = load_llava_tokenizer(src, LlamaConfig(**text))
     had_image_token = IMAGE_TOKEN in tokenizer.get_vocab()
     image_id = add_image_token(tokenizer)
     feature_layer = int(raw.get("mm_vision_select_layer", -2))
     state, origin = rename_keys(read_state_dict(src), LLAVA_RULES)
-    notes = []
     if any(k.startswith(TOWER) for k in state):
         notes.append("the checkpoint holds its own vision tower weights: used instead of --vision-tower's")
     else:
@@ -203,6 +205,36 @@ def load_clip_tower(path: Path | None, name: str | None):
     drop_recomputed_buffers(state)
     renamed, origin = rename_keys(state, CLIP_RULES)
     return config, renamed, {k: f"--vision-tower {v}" for k, v in origin.items()}
+
+
+def load_llava_tokenizer(src: Path, llm_config) -> tuple[object, list[str]]:
+    """LLaVA's releases ship Vicuna's SentencePiece `tokenizer.model` and no tokenizer.json. When its pieces are,
+    one by one, the Llama vocabulary of the project's converted tokenizer (assets/tokenizers/llama), that tokenizer
+    is used, with the checkpoint's `legacy` flag: transformers 5 needs the sentencepiece package to convert the file
+    and rebuilds a Llama tokenizer's normalizer, which changes how spaces tokenize (components/data/tokenizers.py).
+    Any other vocabulary goes through AutoTokenizer."""
+    model_file = src / "tokenizer.model"
+    if not (model_file.is_file() and LLAMA_ASSETS.is_dir() and _sentencepiece_pieces(model_file) == _asset_pieces()):
+        return load_checkpoint_tokenizer(src, llm_config), []
+    settings = read_json(src, "tokenizer_config.json") if (src / "tokenizer_config.json").is_file() else {}
+    legacy = bool(settings.get("legacy", True))  # transformers' LlamaTokenizer default when the file is silent
+    note = (f"tokenizer: tokenizer.model holds the Llama vocabulary of {LLAMA_ASSETS.relative_to(REPO)} (checked "
+            f"piece by piece): that converted tokenizer, legacy={legacy} as the checkpoint's tokenizer_config")
+    return load_llama_tokenizer(LLAMA_ASSETS, legacy=legacy), [note]
+
+
+def _sentencepiece_pieces(path: Path) -> list[str]:
+    """The pieces of a SentencePiece model file in id order, read with protobuf (no sentencepiece package)."""
+    from transformers.convert_slow_tokenizer import import_protobuf
+
+    proto = import_protobuf().ModelProto()
+    proto.ParseFromString(path.read_bytes())
+    return [piece.piece for piece in proto.pieces]
+
+
+def _asset_pieces() -> list[str]:
+    vocab = json.loads((LLAMA_ASSETS / "tokenizer.json").read_text())["model"]["vocab"]
+    return sorted(vocab, key=vocab.get)
 
 
 def load_checkpoint_tokenizer(src: Path, llm_config=None):
