@@ -70,8 +70,13 @@ MODEL_PREFIXED_NAMING = [("vision_tower.", "model.vision_tower.vision_model."),
 
 
 def write_llava_hf(model, dst: Path, naming: list[tuple[str, str]] | None = None) -> Path:
+    """save_pretrained + the tokenizer as llava-hf ships it: tokenizer.json under `tokenizer_class: LlamaTokenizer`,
+    legacy false (transformers 5 loads that as its own LlamaTokenizer, as LlavaProcessor would)."""
     model.save_pretrained(dst)
     llama_tokenizer(llava_hf=True).save_pretrained(dst)
+    settings = json.loads((dst / "tokenizer_config.json").read_text())
+    (dst / "tokenizer_config.json").write_text(json.dumps(settings | {"tokenizer_class": "LlamaTokenizer",
+                                                                      "legacy": False}))
     if naming:
         state = load_file(dst / "model.safetensors")
         save_file({_renamed(k, naming): v for k, v in state.items()}, dst / "model.safetensors", {"format": "pt"})
