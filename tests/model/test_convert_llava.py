@@ -85,7 +85,6 @@ def test_llava_hf_config(converted_hf):
     assert (config.conversation, config.image_token_id, config.vision_feature_layer) == ("vicuna_v1", IMAGE_ID, -2)
     assert (config.slice_separator_id, config.row_separator_id) == (29892, 13)
     assert config.text_config.vocab_size == HF_VOCAB
-    assert type(converted_hf.tokenizer).__name__ == "LlamaTokenizer"  # the checkpoint's own, through AutoTokenizer
     assert any("vision encoder layers" in note for note in converted_hf.source["notes"])  # the unused last layer
 
 
