@@ -88,8 +88,8 @@ def convert_llava_hf(src: Path, vision_tower: Path | None = None) -> Converted:
     if image_id != hf.image_token_id:
         raise ConversionError(f"{src}: the tokenizer gives {IMAGE_TOKEN} id {image_id}, config.json's "
                               f"image_token_index is {hf.image_token_id}")
-    config = _llava15_config(hf.vision_config.to_dict(), hf.text_config.to_dict(), hf.vision_feature_layer,
-                             tokenizer, image_id)
+    config = _llava15_config(_common(hf.vision_config.to_dict(), hf.text_config.to_dict(), hf.vision_feature_layer,
+                                     tokenizer, image_id))
     state, origin = rename_keys(read_state_dict(src), LLAVA_HF_RULES)
     notes = _drop_unused(state, hf.vision_config.num_hidden_layers, hf.vision_feature_layer)
     notes.append(f"{IMAGE_TOKEN} = id {image_id}, the checkpoint's own image_token_index (its embedding and lm_head "
@@ -137,22 +137,24 @@ def convert_llava(src: Path, vision_tower: Path | None) -> Converted:
         state.update(tower_state)
         origin.update(tower_origin)
     notes += _drop_unused(state, tower_config.num_hidden_layers, feature_layer)
+    common = _common(tower_config.to_dict(), text, feature_layer, tokenizer, image_id)
     if projector == UHD_PROJECTOR:
-        grid = _resampler_grid(state)
-        config = _uhd_config(tower_config.to_dict(), text, feature_layer, tokenizer, image_id, grid)
+        config = _uhd_config(common, _resampler_grid(state))
         notes.append("LLaVA-UHD ECCV: strategy uhd, preset uhd-eccv (the training slicing; its evaluation scripts "
                      "first resized the long side to 1024: preset uhd-eccv-eval), spatial_resampler, spatial schema; "
                      "attention heads (not stored) = LLM hidden // 128, as the reference builder")
     else:
-        config = _llava15_config(tower_config.to_dict(), text, feature_layer, tokenizer, image_id)
-    if image_id >= text["vocab_size"]:
-        notes.append(f"{IMAGE_TOKEN} {'is' if had_image_token else 'added to the tokenizer as'} id {image_id}, outside "
-                     f"the language model's {text['vocab_size']} rows: placeholders are masked before the embedding "
-                     "lookup, and with no lm_head row it can never be generated")
-    else:  # a tokenizer shorter than the embedding: the id has a (never trained) row
-        notes.append(f"{IMAGE_TOKEN} = id {image_id} has an lm_head row of the checkpoint: it is not excluded from "
-                     "generation")
+        config = _llava15_config(common)
+    notes.append(_image_token_note(image_id, text["vocab_size"], had_image_token))
     return Converted(config, state, tokenizer, _record("llava", src, vision_tower, notes), origin)
+
+
+def _image_token_note(image_id: int, vocab_size: int, had_image_token: bool) -> str:
+    if image_id < vocab_size:  # a tokenizer shorter than the embedding: the id has a (never trained) row
+        return f"{IMAGE_TOKEN} = id {image_id} has an lm_head row of the checkpoint: it is not excluded from generation"
+    return (f"{IMAGE_TOKEN} {'is' if had_image_token else 'added to the tokenizer as'} id {image_id}, outside the "
+            f"language model's {vocab_size} rows: placeholders are masked before the embedding lookup, and with no "
+            "lm_head row it can never be generated")
 
 
 def _check_llava_config(src: Path, raw: dict) -> None:
@@ -283,19 +285,18 @@ def _common(vision: dict, text: dict, feature_layer: int, tokenizer, image_id: i
             "row_separator_id": newline, "tie_word_embeddings": False}
 
 
-def _llava15_config(vision: dict, text: dict, feature_layer: int, tokenizer, image_id: int):
+def _llava15_config(common: dict):
     from components.model.modeling import LlavaUhdConfig
 
-    return LlavaUhdConfig(**_common(vision, text, feature_layer, tokenizer, image_id), compressor=MLP,
-                          strategy="pad336", preset="pad336", spatial_schema=False)
+    return LlavaUhdConfig(**common, compressor=MLP, strategy="pad336", preset="pad336", spatial_schema=False)
 
 
-def _uhd_config(vision: dict, text: dict, feature_layer: int, tokenizer, image_id: int, grid: int):
+def _uhd_config(common: dict, grid: int):
     from components.model.modeling import LlavaUhdConfig
 
     kwargs = {"grid_size": grid} if grid != SPATIAL_GRID else None
-    return LlavaUhdConfig(**_common(vision, text, feature_layer, tokenizer, image_id), compressor=SPATIAL_RESAMPLER,
-                          compressor_kwargs=kwargs, strategy="uhd", preset="uhd-eccv", spatial_schema=True)
+    return LlavaUhdConfig(**common, compressor=SPATIAL_RESAMPLER, compressor_kwargs=kwargs, strategy="uhd",
+                          preset="uhd-eccv", spatial_schema=True)
 
 
 def _record(format: str, src: Path, vision_tower: Path | None, notes: list[str]) -> dict:
