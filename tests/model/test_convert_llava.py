@@ -238,6 +238,7 @@ def test_cli_convert_then_load_and_generate(llava_hf_dir, converted_hf, tmp_path
     assert uhd(["convert", str(llava_hf_dir), str(dst), "--format", "llava-hf"]) == 0
     out = capsys.readouterr().out
     assert "parameters:" in out and f"wrote {dst / 'model.safetensors'}" in out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["converted"]  # written beside, renamed: no partial left
     record = json.loads((dst / CONVERSION_RECORD).read_text())
     assert record["format"] == "llava-hf" and record["dtype"] == "float32"
     assert {f["name"] for f in record["source_files"]} >= {"config.json", "model.safetensors", "tokenizer.json"}

@@ -17,10 +17,13 @@ formats
 from __future__ import annotations
 
 import json
+import shutil
 from importlib import import_module
 from pathlib import Path
 
 import torch
+
+from components.atomic import partial_path
 
 from .checkpoint import ConversionError, Converted, load_exactly, sha256_files
 
@@ -67,16 +70,24 @@ def convert_to_directory(src_dir: str | Path, dst_dir: str | Path, format: str,
     model = result.model()
     dtype = _stored_dtype(result.state_dict)
     model.to(dtype)
-    dst.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(str(dst))
-    result.tokenizer.save_pretrained(str(dst))
     record = dict(result.source)
     record["dtype"] = str(dtype).removeprefix("torch.")
     record["parameters"] = sum(p.numel() for p in model.parameters())
     record["source_files"] = sha256_files(Path(src_dir))
     if vision_tower:
         record["vision_tower_files"] = sha256_files(Path(vision_tower))
-    (dst / CONVERSION_RECORD).write_text(json.dumps(record, indent=2) + "\n")
+    # Written beside dst and renamed into place: an interrupted conversion leaves no half model at dst.
+    partial = partial_path(dst)
+    shutil.rmtree(partial, ignore_errors=True)
+    try:
+        model.save_pretrained(str(partial))
+        result.tokenizer.save_pretrained(str(partial))
+        (partial / CONVERSION_RECORD).write_text(json.dumps(record, indent=2) + "\n")
+        if dst.exists():
+            dst.rmdir()  # empty, checked above
+        partial.rename(dst)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
     return dst
 
 
