@@ -7,10 +7,13 @@ are written here from the reference `__init__`, independently of the project's m
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
-from components.model.convert import ConversionError, converted
+from components.model.build import load_saved_model
+from components.model.convert import ConversionError, convert_to_directory, converted
 from components.model.processor import UhdProcessor
 
 from .llava_checkpoints import (
@@ -125,3 +128,15 @@ def test_eccv_model_answers_with_slices_and_separators(eccv, size):
     assert (batch["input_ids"] == result.config.image_token_id).sum() == layout.num_tokens
     out = model.generate(**batch, max_new_tokens=3, do_sample=False)
     assert out.shape[1] == batch["input_ids"].shape[1] + 3
+
+
+def test_eccv_directory_loads_back(reference, tower, tmp_path):
+    src = write_eccv(reference, tmp_path / "llava-uhd-144")
+    dst = convert_to_directory(src, tmp_path / "converted", "llava", tower)
+    model = load_saved_model(dst)
+    assert (model.config.strategy, model.config.preset, model.config.compressor) == ("uhd", "uhd-eccv",
+                                                                                     "spatial_resampler")
+    expected = converted(src, "llava", tower).state_dict
+    loaded = model.state_dict()
+    assert all(torch.equal(loaded[k], v) for k, v in expected.items())
+    assert json.loads((dst / "conversion.json").read_text())["vision_tower_files"]
