@@ -35,7 +35,7 @@ from .llava_checkpoints import (
 )
 
 SIZES = [(500, 300), (300, 500), (336, 336), (1000, 120)]
-LOGIT_TOLERANCE = 1e-4  # fp32; measured ~1e-6 (the same kernels in another order: the tower runs batched by shape)
+LOGIT_TOLERANCE = 1e-4  # fp32 (issue #14); measured 0.0, bit-identical, on every case here
 NEW_TOKENS = 6
 
 
