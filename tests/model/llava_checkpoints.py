@@ -172,3 +172,17 @@ def write_clip_tower(model, dst: Path) -> Path:
     """The CLIP vision tower on its own (what `--vision-tower` points at)."""
     model.model.vision_tower.save_pretrained(dst)
     return dst
+
+
+def write_clip_model(model, dst: Path) -> Path:
+    """A whole CLIPModel (text tower, projections, logit scale) holding the reference's vision tower: the layout of
+    openai/clip-vit-large-patch14-336 itself."""
+    from transformers import CLIPConfig, CLIPModel, CLIPTextConfig
+
+    text = CLIPTextConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+                          vocab_size=100, bos_token_id=0, eos_token_id=1, pad_token_id=1, projection_dim=16)
+    clip = CLIPModel(CLIPConfig(text_config=text.to_dict(), vision_config=model.config.vision_config.to_dict(),
+                                projection_dim=16))
+    clip.vision_model.load_state_dict(model.model.vision_tower.state_dict())
+    clip.save_pretrained(dst)
+    return dst

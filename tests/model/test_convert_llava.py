@@ -29,6 +29,7 @@ from .llava_checkpoints import (
     QUESTION,
     picture,
     tiny_hf_llava,
+    write_clip_model,
     write_clip_tower,
     write_llava,
     write_llava_hf,
@@ -153,6 +154,12 @@ def test_llava_with_a_tokenizer_json_loads_it(reference, llava_dirs, tmp_path):
     assert not any(note.startswith("tokenizer:") for note in result.source["notes"])
     assert result.tokenizer("Hello world")["input_ids"] == [1, 15043, 3186]
     assert result.config.image_token_id == LLAMA_VOCAB
+
+
+def test_llava_tower_from_a_whole_clip_model(reference, converted_llava, llava_dirs, tmp_path):
+    result = converted(llava_dirs[0], "llava", write_clip_model(reference, tmp_path))
+    assert result.state_dict.keys() == converted_llava.state_dict.keys()
+    assert all(torch.equal(result.state_dict[k], v) for k, v in converted_llava.state_dict.items())
 
 
 def test_llava_without_vision_tower_names_the_option(llava_dirs):
