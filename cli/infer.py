@@ -20,6 +20,7 @@ from components.config import Params, load_params
 from components.inference import DEFAULT_MAX_NEW_TOKENS, ModelNotFound, UhdModel, load_model
 from components.inference.questions import answer_questions, read_questions, write_answers
 from components.inference.sources import default_source
+from components.model.build import has_saved_tokenizer
 from components.slicing.image_files import decode_image_file
 from components.tracking.mlflow_logging import resolve_tracking_uri
 
@@ -57,8 +58,9 @@ def open_model(args: argparse.Namespace) -> UhdModel:
     else:
         source, why = default_source(params.registry.model_name, tracking_uri, DEFAULT_DIR)
     print(f"model: {source} ({why})")
-    local = Path(source).is_dir()
-    # A directory carries no tokenizer: use the one training used (params); MLflow models bring their own.
+    # A trained directory carries no tokenizer: use the one training used (params). MLflow models and converted
+    # checkpoints (`uhd convert`) bring their own.
+    local = Path(source).is_dir() and not has_saved_tokenizer(source)
     tok_dir = args.tokenizer_dir or (params.model.tokenizer_dir if local else None)
     tok_kind = args.tokenizer or (params.model.tokenizer if local else None)
     return load_model(source, tracking_uri, tokenizer=tok_kind, tokenizer_dir=tok_dir, device=args.device)

@@ -1,6 +1,6 @@
 """`uhd`: the command-line entry point. It picks the sub-command's module and hands it the rest of argv.
 
-Tools (`layout`, `flops`, `infer`, `submit`, `promote`, `rollback`) are modules of this package; the stage
+Tools (`layout`, `flops`, `convert`, `infer`, `submit`, `promote`, `rollback`) are modules of this package; the stage
 sub-commands (`download`, `data validate`, `layouts`, `evaluate`, `register`) run the DVC stage module
 itself, so `uhd evaluate` and `dvc repro evaluate` cannot differ.
 """
@@ -25,6 +25,8 @@ SUBCOMMANDS = {
     "register": ("pipelines.register", "run the register stage (candidate alias; champion only through the gates)"),
     "promote": ("cli.promote", "`uhd promote [--version N] --reason TEXT`: move the registry alias `champion`"),
     "rollback": ("cli.rollback", "`uhd rollback --reason TEXT`: give `champion` back to the previous champion"),
+    "convert": ("cli.convert", "`uhd convert SRC DST --format llava|llava-hf|llava-onevision-hf|llava-onevision "
+                "[--vision-tower DIR]`: a released checkpoint as a project model directory"),
     "infer": ("cli.infer", "`uhd infer IMAGE \"question\" [--model models:/llava-uhd@champion | RUN | DIR]`"),
 }
 

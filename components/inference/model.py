@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from PIL import Image
 
-from components.model.build import load_saved_model, load_tokenizer_for
+from components.model.build import SAVED_TOKENIZER, has_saved_tokenizer, load_saved_model, load_tokenizer_for
 from components.model.processor import UhdProcessor
 from components.slicing.headers import read_header
 
@@ -43,9 +43,13 @@ class LayoutSummary:
 
 def load_dir(model_dir: str | Path, tokenizer: str | None, tokenizer_dir: str | Path | None,
              device: str | torch.device = "cpu", source: str | None = None) -> UhdModel:
-    """A `save_pretrained` directory + the tokenizer asset dir (None: a model that can plan layouts but not answer)."""
+    """A `save_pretrained` directory + the tokenizer asset dir (None: a model that can plan layouts but not answer).
+    Without a kind, a tokenizer_dir holding a saved tokenizer (tokenizer_config.json, as `uhd convert` writes) is
+    loaded as one (`saved`), any other as the llama assets."""
     model = load_saved_model(model_dir, device)
-    tok = load_tokenizer_for(model, tokenizer or "llama", tokenizer_dir) if tokenizer_dir else None
+    if tokenizer is None and tokenizer_dir is not None:
+        tokenizer = SAVED_TOKENIZER if has_saved_tokenizer(tokenizer_dir) else "llama"
+    tok = load_tokenizer_for(model, tokenizer, tokenizer_dir) if tokenizer_dir else None
     return UhdModel(model, tok, source=source or str(model_dir))
 
 

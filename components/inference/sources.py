@@ -8,7 +8,8 @@
   (`model_config.tokenizer`), so the transformers directory is read as is, without unpickling the PythonModel.
 - a run id (32 hex digits): the newest model logged in that run; a bare `m-<id>`: that logged model.
 - a complete `save_pretrained` directory (config.json + weights; a partial one is refused): itself (the tokenizer
-  comes from the caller, or the directory when it holds one).
+  comes from the caller, or the directory when it holds one; a saved one, tokenizer_config.json included, is
+  loaded with AutoTokenizer: kind `saved`).
 
 MLflow is imported lazily: a local directory needs no tracking store.
 """
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
-from components.model.build import missing_model_files
+from components.model.build import SAVED_TOKENIZER, has_saved_tokenizer, missing_model_files
 from components.tracking.credentials import redact_credentials
 
 RUN_ID = re.compile(r"[0-9a-f]{32}")
@@ -59,6 +60,8 @@ def local_dir(path: Path) -> ModelSource:
     missing = missing_model_files(path)
     if missing:
         raise ModelNotFound(f"{path} is not a complete save_pretrained model directory (missing {', '.join(missing)})")
+    if has_saved_tokenizer(path):  # e.g. a converted checkpoint (`uhd convert`): its own tokenizer, `<image>` included
+        return ModelSource(path, path, SAVED_TOKENIZER, None)
     has_tokenizer = (path / "tokenizer.json").is_file()
     return ModelSource(path, path if has_tokenizer else None, None, None)
 

@@ -8,7 +8,8 @@ tokenizer here, so a model is built in one order (hence from one seed, one set o
     architecture            tiny | smollm2-135m (the embedded default: a random CLIP-architecture ViT of the tiny
                             sizes + the real SmolLM2-135M-Instruct, components/model/smollm2.py) | a
                             components/model/architectures.py MODELS name (llava-uhd-7b, -13b, ...)
-    tokenizer, tokenizer_dir the tokenizer kind (llama | gpt2 | smollm2) and its offline asset directory
+    tokenizer, tokenizer_dir the tokenizer kind (llama | gpt2 | smollm2 | saved: a save_pretrained tokenizer, e.g.
+                            a converted checkpoint's) and its offline asset directory
     compressor, strategy, preset, spatial_schema, tune_vision
     overview_only           optional: encode overviews only (the ECCV pretraining; slicing.train_time)
     vision_hidden, vision_layers, llm_hidden, llm_layers      the tiny sizes (components/model/tiny.py)
@@ -35,8 +36,22 @@ from .modeling import LlavaUhdConfig, LlavaUhdForConditionalGeneration, separato
 from .tiny import tiny_llava_uhd_config, tiny_vision_config
 
 SMOLLM2 = "smollm2-135m"  # the embedded default's architecture
+SAVED_TOKENIZER = "saved"  # the tokenizer saved in a model directory (`uhd convert` writes one)
+
+
+def load_saved_tokenizer(model_dir: str | Path):
+    """A tokenizer written by `save_pretrained` beside the model (a converted checkpoint's own, `<image>` included)."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(model_dir))
+
+
+def has_saved_tokenizer(model_dir: str | Path) -> bool:
+    return (Path(model_dir) / "tokenizer_config.json").is_file()
+
+
 TOKENIZER_LOADERS = {"llama": tokenizers.load_llama_tokenizer, "gpt2": tokenizers.load_gpt2_tokenizer,
-                     "smollm2": tokenizers.load_smollm2_tokenizer}
+                     "smollm2": tokenizers.load_smollm2_tokenizer, SAVED_TOKENIZER: load_saved_tokenizer}
 
 
 def load_tokenizer(kind: str, asset_dir: str | Path):

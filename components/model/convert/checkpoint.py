@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,13 +22,21 @@ class Converted:
     state_dict: dict[str, torch.Tensor]  # the project's parameter names
     tokenizer: object  # a PreTrainedTokenizerBase that has `<image>` at config.image_token_id
     source: dict = field(default_factory=dict)  # what was converted: format, files, notes (conversion.json)
+    origin: dict[str, str] = field(default_factory=dict)  # project name -> the checkpoint's own name, for errors
 
     def model(self):
-        """The model with every weight loaded (`load_exactly`), in eval mode."""
+        """The model with every weight loaded (`load_exactly`), in eval mode, in the checkpoint's dtype.
+
+        Its parameters are built on the meta device and the checkpoint's tensors put in their place (no random
+        init, no copy): a 13B fp16 checkpoint converts in about its own size of memory instead of that plus a
+        float32 model. The model therefore shares its tensors with `state_dict`."""
+        from accelerate import init_empty_weights
+
         from components.model.modeling import LlavaUhdForConditionalGeneration
 
-        model = LlavaUhdForConditionalGeneration(self.config)
-        load_exactly(model, self.state_dict, self.source.get("format", "checkpoint"))
+        with init_empty_weights(include_buffers=False):  # buffers stay real: RoPE, position ids, sin-cos tables
+            model = LlavaUhdForConditionalGeneration(self.config)
+        load_exactly(model, self.state_dict, self.source.get("format", "checkpoint"), self.origin)
         return model.eval()
 
 
@@ -55,16 +65,75 @@ def read_state_dict(src: Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def load_exactly(model, state: dict[str, torch.Tensor], source: str) -> None:
-    """Load `state` into `model` with every parameter and buffer accounted for: missing or unexpected keys, or a
-    shape that differs, raise with their names. A tied pair (lm_head = embeddings) may be given once."""
+def load_exactly(model, state: dict[str, torch.Tensor], source: str, origin: dict[str, str] | None = None) -> None:
+    """Put `state`'s tensors into `model` (assigned, not copied: the model may be on the meta device) with every
+    parameter and buffer accounted for: missing or unexpected keys, or a shape that differs, raise with their names
+    (and, through `origin`, the checkpoint's own name of each). A tied pair (lm_head = embeddings) may be given once."""
+    origin = origin or {}
     own = model.state_dict(keep_vars=True)
-    shapes = [f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}"
+    shapes = [f"{_named(k, origin)}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}"
               for k, v in state.items() if k in own and tuple(v.shape) != tuple(own[k].shape)]
     if shapes:
         raise ConversionError(f"{source}: shapes differ: {shapes}")
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    loaded = {p.data_ptr() for name, p in own.items() if name in state}
-    missing = [k for k in missing if own[k].data_ptr() not in loaded]
+    missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
+    model.tie_weights()  # the half of a tied pair that was not given now shares the loaded tensor
+    after = model.state_dict(keep_vars=True)
+    loaded = {after[k].data_ptr() for k in state if k in after}
+    missing = [k for k in missing if after[k].is_meta or after[k].data_ptr() not in loaded]
     if missing or unexpected:
+        unexpected = [_named(k, origin) for k in unexpected]
         raise ConversionError(f"{source}: missing keys {missing}, unexpected keys {unexpected}")
+
+
+def _named(key: str, origin: dict[str, str]) -> str:
+    return f"{key} (checkpoint: {origin[key]})" if key in origin and origin[key] != key else key
+
+
+def rename_keys(state: dict[str, torch.Tensor], rules: list[tuple[str, str]]) -> tuple[dict, dict[str, str]]:
+    """Each key through the first regex rule `(pattern, replacement)` that matches; a key no rule matches keeps its
+    name, so `load_exactly` reports it as unexpected. Returns the renamed state and new name -> checkpoint name."""
+    compiled = [(re.compile(pattern), replacement) for pattern, replacement in rules]
+    renamed, origin = {}, {}
+    for key, tensor in state.items():
+        new = next((pattern.sub(replacement, key) for pattern, replacement in compiled if pattern.match(key)), key)
+        if new in renamed:
+            raise ConversionError(f"checkpoint keys {origin[new]} and {key} both map to {new}")
+        renamed[new], origin[new] = tensor, key
+    return renamed, origin
+
+
+def drop_unused_vision_layers(state: dict[str, torch.Tensor], prefix: str, num_layers: int,
+                              feature_layer: int) -> list[str]:
+    """Remove (in place) the encoder layers after the feature layer: `VisionTower` cuts its encoder there, so the
+    checkpoint's later layers never reach the output (LLaVA reads hidden_states[-2]). Returns the dropped keys."""
+    keep = num_layers + 1 + feature_layer if feature_layer < 0 else feature_layer
+    layer = re.compile(re.escape(prefix) + r"encoder\.layers\.(\d+)\.")
+    dropped = [k for k in state if (m := layer.match(k)) and int(m.group(1)) >= keep]
+    for key in dropped:
+        del state[key]
+    return dropped
+
+
+def sha256_files(directory: Path) -> list[dict]:
+    """name, bytes and sha256 of every file directly in `directory` (what conversion.json records as the source)."""
+    out = []
+    for path in sorted(p for p in directory.iterdir() if p.is_file()):
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        out.append({"name": path.name, "bytes": path.stat().st_size, "sha256": digest.hexdigest()})
+    return out
+
+
+# Buffers old checkpoints saved that transformers now recomputes from the config (non-persistent): RoPE's inverse
+# frequencies (transformers <= 4.31 Llama, e.g. liuhaotian/llava-v1.5-*) and CLIP's position ids.
+RECOMPUTED_BUFFERS = re.compile(r".*(\.rotary_emb\.inv_freq|embeddings\.position_ids)$")
+
+
+def drop_recomputed_buffers(state: dict[str, torch.Tensor]) -> list[str]:
+    """Remove (in place) the saved copies of buffers the model derives from its config; returns their keys."""
+    dropped = [k for k in state if RECOMPUTED_BUFFERS.match(k)]
+    for key in dropped:
+        del state[key]
+    return dropped
