@@ -103,20 +103,13 @@ def _directory(spec: str, model_dir: Path, model_params: ModelConfig) -> Evaluat
 
 
 def _load_converted_dir(model_dir: Path):
-    """A `uhd convert` directory: the model and the checkpoint's own tokenizer (Llama, Qwen2: not one of the
-    params' tokenizer kinds), checked against the model's `<image>` id like every other pairing."""
-    from transformers import AutoTokenizer
+    """A `uhd convert` directory: the model and the checkpoint's own tokenizer (kind `saved`: Llama, Qwen2, not one
+    of the params' kinds), checked against the model's `<image>` id like every other pairing."""
+    from components.inference import load_dir
+    from components.model.build import SAVED_TOKENIZER
 
-    from components.data.conversation import IMAGE_TOKEN
-    from components.model.build import load_saved_model
-
-    model = load_saved_model(model_dir)
-    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-    image_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
-    if image_id != model.config.image_token_id:
-        raise ValueError(f"{model_dir}: its tokenizer gives <image> id {image_id}, the model expects "
-                         f"{model.config.image_token_id}: re-run `uhd convert` into an empty directory")
-    return model, tokenizer
+    uhd = load_dir(model_dir, SAVED_TOKENIZER, model_dir)
+    return uhd.model, uhd.tokenizer
 
 
 def _registered(spec: str, model_params: ModelConfig, tracking_uri: str | None) -> EvaluatedModel:

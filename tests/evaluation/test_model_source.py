@@ -114,3 +114,35 @@ def test_results_md_without_a_paper_row_has_no_difference_row():
     assert "difference" not in markdown_table(metrics)
     assert "| difference (this run - LLaVA-1.5-13B (paper)) | – | – | – | – | – | -5.9 |" in markdown_table(
         metrics, paper_row="llava-1.5-13b")
+
+
+def test_a_released_checkpoint_converted_on_the_fly_answers_as_its_converted_directory(tmp_path, monkeypatch):
+    """eval.model=llava-hf:DIR converts in memory; a `uhd convert` directory of the same checkpoint answers the same
+    questions with the same answers. Both are costed as their own architecture (a tiny CLIP + Llama here)."""
+    from cli.main import main as uhd
+    from pipelines.evaluate import main
+    from tests.model.llava_checkpoints import tiny_hf_llava, write_llava_hf
+
+    checkpoint = write_llava_hf(tiny_hf_llava(), tmp_path / "llava-1.5-tiny-hf")
+    converted = tmp_path / "converted"
+    assert uhd(["convert", str(checkpoint), str(converted), "--format", "llava-hf"]) == 0
+    monkeypatch.chdir(tmp_path)
+    runs = {}
+    for spec in (f"llava-hf:{checkpoint}", str(converted)):
+        reports = tmp_path / f"reports-{len(runs)}"
+        params = _released_params(tmp_path, model=spec, max_new_tokens=3)
+        assert main(["--params", str(params), "--released", "--no-mlflow", "--reports", str(reports),
+                     "--out", str(tmp_path / f"answers-{len(runs)}")]) == 0
+        runs[spec] = json.loads((reports / "provenance.json").read_text())
+    on_the_fly, directory = runs.values()
+    assert on_the_fly["provenance"]["model_source"]["kind"] == "converted"
+    assert on_the_fly["provenance"]["model_source"]["format"] == "llava-hf"
+    assert directory["provenance"]["model_source"]["kind"] == "converted-directory"
+    assert on_the_fly["provenance"]["slicing"] == directory["provenance"]["slicing"] == {"strategy": "pad336",
+                                                                                       "preset": "pad336"}
+    compute = on_the_fly["benchmarks"]["pope"]["compute"]
+    assert compute["flops_model"] == "llava-hf:llava-1.5-tiny-hf"
+    assert compute["visual_tokens"]["max"] == 576  # LLaVA-1.5: 24x24 patches of the padded 336x336 image
+    answers = [(tmp_path / f"answers-{i}/answers/pope.jsonl").read_text().splitlines() for i in range(2)]
+    texts = [[json.loads(line)["text"] for line in run] for run in answers]
+    assert texts[0] == texts[1] and len(texts[0]) > 0
