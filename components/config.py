@@ -310,6 +310,8 @@ class EvalConfig:
     model: str = ""
     vision_tower: str = ""  # the CLIP directory `llava:` checkpoints need (their tower is not in the checkpoint)
     paper_row: str = ""  # the published row results.md puts the scores beside, with the difference ('' = none)
+    device: str = "auto"  # auto (cuda when there is one, else cpu) | cpu | cuda | cuda:N
+    dtype: str = "auto"  # auto (float16 on cuda, as the references; float32 on cpu) | float32 | bfloat16 | float16
 
     def __post_init__(self):
         _require(set(self.benchmarks) <= set(BENCHMARKS), "benchmarks", f"among {list(BENCHMARKS)}", self.benchmarks)
@@ -322,6 +324,10 @@ class EvalConfig:
         _require(self.max_new_tokens >= 0, "max_new_tokens", ">= 0 (0 = each benchmark's own)", self.max_new_tokens)
         _require(self.pre_resize >= 0, "pre_resize", ">= 0 (0 = off)", self.pre_resize)
         _require(self.paper_row in ("", *PAPER_ROWS), "paper_row", f"'' or one of {list(PAPER_ROWS)}", self.paper_row)
+        _require(self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"), "device",
+                 "auto, cpu, cuda or cuda:N", self.device)
+        _require(self.dtype in ("auto", "float32", "bfloat16", "float16"), "dtype",
+                 "auto, float32, bfloat16 or float16", self.dtype)
 
 
 @dataclass(frozen=True)

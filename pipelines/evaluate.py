@@ -23,7 +23,7 @@ from pathlib import Path
 from components.config import load_params
 from components.data.raw_data import acquire_benchmarks
 from components.evaluation.exported_model import EVAL_ROOTS, answers_model_id, provenance, run_links
-from components.evaluation.model_source import load_for_evaluation
+from components.evaluation.model_source import load_for_evaluation, placement
 from components.evaluation.report import write_reports
 from components.evaluation.suite import EvalPlan, run_suite
 from components.threads import use_cpu_cores
@@ -56,9 +56,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         found = load_for_evaluation(spec, args.model_dir, params.model, params.eval.vision_tower,
                                     params.tracking.uri or None)
+        device, dtype = placement(params.eval.device, params.eval.dtype)
     except (ValueError, OSError, LookupError) as err:  # a bad path, format or URI: one line that says which
         print(f"evaluate: eval.model={spec!r}: {err}", file=sys.stderr)
         return 2
+    found.model.to(device=device, dtype=dtype)
     eval_root = args.eval_root or _eval_root(params, args.released)
     return _evaluate(found, params, eval_root, args)
 

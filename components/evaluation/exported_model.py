@@ -26,7 +26,8 @@ def provenance(sha: str, model, data_source: str, plan: EvalPlan, eval_root: str
             "pre_resize": plan.pre_resize, "slicing": {"strategy": cfg.strategy, "preset": cfg.preset},
             "compressor": effective_compressor(cfg.compressor, cfg.strategy),
             "spatial_schema": effective_spatial_schema(cfg.spatial_schema, cfg.strategy), "eval_root": eval_root,
-            "data_source": data_source, "model_source": model_source or {"kind": "pipeline", "spec": ""}}
+            "data_source": data_source, "model_source": model_source or {"kind": "pipeline", "spec": ""},
+            "dtype": str(model.dtype).removeprefix("torch.")}
 
 
 def run_links(pointer: dict, sha: str) -> dict:

@@ -19,12 +19,15 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
+
 from components.config import ModelConfig
 from components.evaluation.compute import FLOPS_MODEL
 from components.model.architectures import ModelSpec, spec_of
 from components.tracking.mlflow_logging import sha256_file
 
 CONVERSION_RECORD = "conversion.json"  # what `uhd convert` writes beside the weights
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,20 @@ def weight_files(directory: Path) -> list[Path]:
     if not files:
         raise FileNotFoundError(f"{directory} holds no *.safetensors or *.bin weights")
     return files
+
+
+def placement(device: str = "auto", dtype: str = "auto") -> tuple[torch.device, torch.dtype]:
+    """Where and in what precision to answer (eval.device / eval.dtype). auto: float16 on CUDA, the dtype LLaVA's
+    and LLaVA-UHD's eval scripts load the model in; float32 on CPU, where half precision is slow and the embedded
+    default's answers were measured (benchmarks/eval_batching_bf16.py)."""
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    where = torch.device(device)
+    if where.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"eval.device={device!r} but torch sees no CUDA device: set eval.device: cpu or auto")
+    if dtype == "auto":
+        dtype = "float16" if where.type == "cuda" else "float32"
+    return where, DTYPES[dtype]
 
 
 def converted_spec(spec: str) -> tuple[str, Path] | None:

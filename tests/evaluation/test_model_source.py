@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from components.config import load_params
@@ -146,3 +147,14 @@ def test_a_released_checkpoint_converted_on_the_fly_answers_as_its_converted_dir
     answers = [(tmp_path / f"answers-{i}/answers/pope.jsonl").read_text().splitlines() for i in range(2)]
     texts = [[json.loads(line)["text"] for line in run] for run in answers]
     assert texts[0] == texts[1] and len(texts[0]) > 0
+
+
+def test_placement_defaults_to_the_references_half_precision_on_cuda_only():
+    from components.evaluation.model_source import placement
+
+    assert placement("cpu", "auto") == (torch.device("cpu"), torch.float32)
+    assert placement("cpu", "bfloat16") == (torch.device("cpu"), torch.bfloat16)
+    if not torch.cuda.is_available():
+        assert placement("auto", "auto") == (torch.device("cpu"), torch.float32)
+        with pytest.raises(ValueError, match="no CUDA device"):
+            placement("cuda", "auto")
