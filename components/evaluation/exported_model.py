@@ -33,9 +33,10 @@ def provenance(sha: str, model, data_source: str, plan: EvalPlan, eval_root: str
     """What the scores depend on: the weights, the answering settings and the data (provenance.json, tracked in
     git). Nothing of this machine or run (MLflow ids, the commit): a rerun writes the same bytes (run_links)."""
     cfg = model.config
-    return {"model_sha256": sha, "template": answer_template(model), "batch_size": plan.batch_size,
-            "decoding": plan.decoding, "num_beams_override": plan.num_beams, "max_new_tokens": plan.max_new_tokens,
-            "pre_resize": plan.pre_resize, "slicing": {"strategy": cfg.strategy, "preset": cfg.preset},
+    return {"model_sha256": sha, "template": answer_template(model), "protocol": plan.protocol,
+            "protocol_reproduces": plan.rules.reproduces, "batch_size": plan.effective_batch_size,
+            "num_beams_override": plan.num_beams, "max_new_tokens": plan.max_new_tokens,
+            "image_loading": plan.rules.image_loading, "slicing": {"strategy": cfg.strategy, "preset": cfg.preset},
             "compressor": effective_compressor(cfg.compressor, cfg.strategy),
             "spatial_schema": effective_spatial_schema(cfg.spatial_schema, cfg.strategy), "eval_root": eval_root,
             "data_source": data_source}

@@ -45,11 +45,10 @@ class ScienceQA:
     name = "scienceqa"
     folder = "scienceqa"
     max_new_tokens = 1024
-    uhd_num_beams = 3
 
     def questions(self, root, num_beams: int | None = None) -> list[Question]:
         root = require(self.name, root, SQA_QUESTIONS, SQA_IMAGES)
-        beams, meta = decoding(num_beams, self.uhd_num_beams, self.max_new_tokens)
+        beams, meta = decoding(num_beams, self.max_new_tokens)
         out = []
         for item in read_json(root / SQA_QUESTIONS):
             text = item["conversations"][0]["value"].replace(IMAGE_TOKEN, "").strip() + "\n" + LETTER_ANSWER
@@ -148,7 +147,6 @@ def decode_base64_image(data: str) -> Image.Image:
 class MMBench:
     folder = "mmbench"
     max_new_tokens = 1024
-    uhd_num_beams = 1  # UHD samples MMBench-CN at temperature 0.2 (eval.md §5.6); we stay greedy
 
     def __init__(self, lang: str = "en"):
         if lang not in MMBENCH_FILES:
@@ -159,7 +157,7 @@ class MMBench:
 
     def questions(self, root, num_beams: int | None = None) -> list[Question]:
         root = require(self.name, root, self.file)
-        beams, meta = decoding(num_beams, self.uhd_num_beams, self.max_new_tokens)
+        beams, meta = decoding(num_beams, self.max_new_tokens)
         out = []
         for row in read_mmbench_tsv(root / self.file):
             text, options = mmbench_prompt(row, self.lang)

@@ -39,11 +39,10 @@ class TextVQA:
     name = "textvqa"
     folder = "textvqa"
     max_new_tokens = 128
-    uhd_num_beams = 3
 
     def questions(self, root, num_beams: int | None = None) -> list[Question]:
         root = require(self.name, root, TEXTVQA_QUESTIONS, TEXTVQA_IMAGES)
-        beams, meta = decoding(num_beams, self.uhd_num_beams, self.max_new_tokens)
+        beams, meta = decoding(num_beams, self.max_new_tokens)
         return [Question(line["question_id"], root / TEXTVQA_IMAGES / line["image"], line["text"],
                          self.max_new_tokens, beams, dict(meta)) for line in read_jsonl(root / TEXTVQA_QUESTIONS)]
 
@@ -82,11 +81,10 @@ class GQA:
     name = "gqa"
     folder = "gqa"
     max_new_tokens = 128
-    uhd_num_beams = 3
 
     def questions(self, root, num_beams: int | None = None) -> list[Question]:
         root = require(self.name, root, GQA_QUESTIONS, GQA_IMAGES)
-        beams, meta = decoding(num_beams, self.uhd_num_beams, self.max_new_tokens)
+        beams, meta = decoding(num_beams, self.max_new_tokens)
         return [Question(line["question_id"], root / GQA_IMAGES / line["image"], line["text"], self.max_new_tokens,
                          beams, {**meta, "category": line.get("category")})
                 for line in read_jsonl(root / GQA_QUESTIONS)]
