@@ -18,6 +18,8 @@ from components.evaluation.exported_model import provenance
 from components.evaluation.protocols import PROTOCOLS, get_protocol, sampling_seed
 from components.evaluation.runner import run_benchmark
 from components.evaluation.suite import EvalPlan, run_suite
+from components.inference.generate import open_rgb
+from components.slicing.pixels import load_image
 from tests.conftest import REPO
 
 ALL = ("textvqa", "pope", "gqa", "mme", "scienceqa", "mmbench", "mmbench_cn", "vqav2", "vizwiz")
@@ -135,3 +137,48 @@ def test_provenance_records_the_protocol(eccv_suite, tiny):
     assert prov["protocol"] == "uhd-eccv" and prov["batch_size"] == 1 and prov["image_loading"] == "reference"
     assert "ECCV" in prov["protocol_reproduces"] and "decoding" not in prov and "pre_resize" not in prov
     assert set(PROTOCOLS) == {"llava-1.5", "uhd-eccv"}
+
+
+# ---------------------------------------------------------------------------------------------- image loading
+
+
+def _rotated_jpeg(path: Path) -> Image.Image:
+    """A 60x20 picture stored as 20x60 with EXIF orientation 6 (a phone photo): left half red, right half blue."""
+    shown = Image.new("RGB", (60, 20), (255, 0, 0))
+    shown.paste((0, 0, 255), (30, 0, 60, 20))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    shown.transpose(Image.Transpose.ROTATE_90).save(path, "JPEG", quality=95, exif=exif)
+    return shown
+
+
+def test_project_loading_shows_the_photo_upright_the_references_as_stored(tmp_path):
+    path = tmp_path / "rotated.jpg"
+    shown = _rotated_jpeg(path)
+    project, reference = load_image(path), load_image(path, loading="reference")
+    assert project.size == shown.size == (60, 20) and reference.size == (20, 60)
+    assert project.getpixel((5, 10))[0] > 200 and project.getpixel((55, 10))[2] > 200  # red left, blue right
+    assert reference.mode == project.mode == "RGB"
+    assert open_rgb(path, "reference").size == (20, 60) and open_rgb(path).size == (60, 20)
+
+
+def test_project_loading_composites_transparency_on_white_the_references_drop_alpha(tmp_path):
+    path = tmp_path / "rgba.png"
+    rgba = Image.new("RGBA", (8, 8), (200, 10, 10, 255))
+    rgba.paste((0, 0, 0, 0), (0, 0, 4, 8))  # left half fully transparent, stored colour black
+    rgba.save(path)
+    project, reference = load_image(path), load_image(path, loading="reference")
+    assert project.getpixel((1, 1)) == (255, 255, 255) and reference.getpixel((1, 1)) == (0, 0, 0)
+    assert project.getpixel((6, 1)) == reference.getpixel((6, 1)) == (200, 10, 10)
+    with pytest.raises(ValueError, match="reference"):
+        load_image(path, loading="viewer")
+
+
+def test_embedded_eval_images_load_the_same_either_way(tmp_path):
+    """Why the embedded default's answers stay byte-identical under llava-1.5's reference loading: its benchmark
+    images are plain RGB JPEG/PNG, with no EXIF rotation and no transparency."""
+    write_benchmarks(DatasetWriter(tmp_path), SyntheticSpec(eval_scenes=1))
+    files = [p for p in (tmp_path / "eval").rglob("*") if p.suffix in (".jpg", ".png")]
+    assert len(files) > 10
+    for path in files:
+        assert load_image(path).tobytes() == load_image(path, loading="reference").tobytes(), path
