@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .choice import MMBench, ScienceQA, mmbench_prompt, read_mmbench_tsv
+from .choice import MMBench, ScienceQA, mmbench_prompt, mmbench_submission, read_mmbench_tsv, write_mmbench_submission
 from .common import BenchmarkMissing, IncompletePredictions, Question
 from .server import VizWiz, VQAv2
 from .vqa import (
@@ -43,6 +43,7 @@ def load_benchmark(name: str, eval_root: str | Path, num_beams: int | None = Non
 __all__ = [
     "ADAPTERS", "GQA", "MME", "VQAv2", "VizWiz", "POPE", "BenchmarkMissing", "IncompletePredictions", "MMBench",
     "Question", "ScienceQA",
-    "TextVQA", "benchmark_root", "load_benchmark", "mmbench_prompt", "read_answers_lines", "read_mmbench_tsv",
-    "vizwiz_submission", "vqav2_submission", "write_vizwiz_submission", "write_vqav2_submission",
+    "TextVQA", "benchmark_root", "load_benchmark", "mmbench_prompt", "mmbench_submission", "read_answers_lines",
+    "read_mmbench_tsv", "vizwiz_submission", "vqav2_submission", "write_mmbench_submission",
+    "write_vizwiz_submission", "write_vqav2_submission",
 ]
