@@ -153,6 +153,7 @@ def decode_base64_image(data: str) -> Image.Image:
 
 class MMBench:
     folder = "mmbench"
+    # LLaVA's docs/Evaluation.md put both TSVs under mmbench/; its scripts/v1_5/eval/mmbench_cn.sh reads mmbench_cn/
     max_new_tokens = 1024
 
     def __init__(self, lang: str = "en"):
@@ -160,7 +161,8 @@ class MMBench:
             raise ValueError(f"mmbench lang must be one of {sorted(MMBENCH_FILES)}")
         self.lang = lang
         self.name = "mmbench" if lang == "en" else "mmbench_cn"
-        self.file = MMBENCH_FILES[lang]
+        self.file = self.marker = MMBENCH_FILES[lang]
+        self.folders = ("mmbench",) if lang == "en" else ("mmbench", "mmbench_cn")
 
     def questions(self, root, num_beams: int | None = None) -> list[Question]:
         root = require(self.name, root, self.file)

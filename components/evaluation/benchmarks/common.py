@@ -67,6 +67,12 @@ def require(benchmark: str, root: str | Path, *rels: str) -> Path:
     return root
 
 
+def locate(root: str | Path, *candidates: str) -> str:
+    """The first relative path of ``candidates`` that exists under ``root`` (the project's layout first, then
+    LLaVA's eval.zip one), else the first, so a missing file is reported under the project's name."""
+    return next((c for c in candidates if (Path(root) / c).exists()), candidates[0])
+
+
 def read_jsonl(path: str | Path) -> list[dict]:
     with open(path, encoding="utf-8") as f:
         return [json.loads(line) for line in f if line.strip()]

@@ -119,6 +119,8 @@ def mme_rows(questions: Sequence[Question], preds: Sequence[str], gt: Mapping) -
 class MME:
     name = "mme"
     folder = "mme"
+    folders = ("mme", "MME")  # the project's, LLaVA's eval.zip
+    marker = MME_QUESTIONS
     max_new_tokens = 128
 
     def questions(self, root, num_beams: int | None = None) -> list[Question]:
