@@ -111,8 +111,8 @@ def main(argv: list[str] | None = None) -> int:
                                 for k, q in enumerate(questions)
                                 if r["alone"][k] != r[f"batched_{args.batch_size}"][k]][:3] for d, r in runs.items()}}
     print(f"{len(questions)} questions, greedy, {args.max_new_tokens} new tokens, device {args.device}")
-    print("| dtype | batch_%d differs from bs 1 | shared prefix differs | bs 1 differs from %s | s |"
-          % (args.batch_size, next(iter(runs))))
+    print(f"| dtype | batch_{args.batch_size} differs from bs 1 | shared prefix differs | "
+          f"bs 1 differs from {next(iter(runs))} | s |")
     print("|---|---|---|---|---|")
     for d in runs:
         diff = summary["differ_from_batch_1"][d]
