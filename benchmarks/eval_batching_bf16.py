@@ -107,9 +107,9 @@ def main(argv: list[str] | None = None) -> int:
                f"batch_1_differs_from_{next(iter(runs))}": {d: differing(reference, r["alone"])
                                                              for d, r in runs.items()},
                "seconds": seconds,
-               "examples": {d: [(q.question_id, r["alone"][k], r[f"batched_{args.batch_size}"][k])
-                                for k, q in enumerate(questions)
-                                if r["alone"][k] != r[f"batched_{args.batch_size}"][k]][:3] for d, r in runs.items()}}
+               "examples": {d: {m: [(q.question_id, r["alone"][k], a[k]) for k, q in enumerate(questions)
+                                    if r["alone"][k] != a[k]][:3] for m, a in r.items() if m != "alone"}
+                            for d, r in runs.items()}}
     print(f"{len(questions)} questions, greedy, {args.max_new_tokens} new tokens, device {args.device}")
     print(f"| dtype | batch_{args.batch_size} differs from bs 1 | shared prefix differs | "
           f"bs 1 differs from {next(iter(runs))} | s |")
