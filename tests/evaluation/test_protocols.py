@@ -182,3 +182,25 @@ def test_embedded_eval_images_load_the_same_either_way(tmp_path):
     assert len(files) > 10
     for path in files:
         assert load_image(path).tobytes() == load_image(path, loading="reference").tobytes(), path
+
+
+def test_batch_size_1_answers_every_question_alone_as_the_references(tiny, tmp_path):
+    """No shared image prefix either: under bf16 it changes answers (benchmarks/eval_batching_bf16.py)."""
+    model, tok = tiny
+    path = tmp_path / "one.png"
+    Image.new("RGB", (50, 40), (10, 200, 40)).save(path)
+    qs = [Question(f"q{j}", path, f"Question {j}?" + " more" * j, max_new_tokens=3) for j in range(3)]
+    calls, original = [], model.generate
+
+    def recording(*args, **kwargs):
+        calls.append((kwargs["input_ids"].shape[0], kwargs.get("past_key_values") is not None))
+        return original(*args, **kwargs)
+
+    model.generate = recording
+    try:
+        alone = run_benchmark(model, tok, qs, tmp_path / "bs1.jsonl", batch_size=1)
+    finally:
+        del model.generate
+    assert calls == [(1, False)] * 3
+    shared = run_benchmark(model, tok, qs, tmp_path / "bs8.jsonl", batch_size=8)
+    assert [r["text"] for r in shared] == [r["text"] for r in alone]  # float32: the same answers either way
