@@ -61,13 +61,6 @@ class Protocol:
     def pre_resize_for(self, benchmark: str) -> int:
         return 0 if benchmark in self.no_pre_resize else self.pre_resize
 
-    def settings(self, benchmark: str) -> dict[str, Any]:
-        """Everything this protocol sets for one benchmark (what the reports record)."""
-        d = self.decoding_for(benchmark)
-        return {"protocol": self.name, "num_beams": d.num_beams, "temperature": d.temperature,
-                "do_sample": d.sampled, "pre_resize": self.pre_resize_for(benchmark),
-                "image_loading": self.image_loading}
-
 
 _UHD_BEAMS = {name: Decoding(num_beams=3) for name in ("gqa", "scienceqa", "textvqa", "vizwiz", "vqav2")}
 
@@ -80,7 +73,6 @@ PROTOCOLS: Mapping[str, Protocol] = MappingProxyType({
                                    "mmbench_cn": Decoding(temperature=0.2)}),
         pre_resize=1024, no_pre_resize=frozenset({"mmbench", "mmbench_cn"})),
 })
-PROTOCOL_NAMES = tuple(PROTOCOLS)
 
 
 def get_protocol(name: str) -> Protocol:
