@@ -109,9 +109,11 @@ def baseline_table(metrics: dict, rules: dict[str, str] | None = None) -> list[s
     return lines
 
 
-def markdown_table(metrics: dict, label: str = "this run", rules: dict[str, str] | None = None) -> str:
+def markdown_table(metrics: dict, label: str = "this run", rules: dict[str, str] | None = None,
+                   protocol: str | None = None) -> str:
     """Our headline scores beside the paper's (eval.md §4), then each against its trivial baseline, then the
-    extreme-aspect and compute tables. ``rules``: the baselines' rules, {benchmark: text}."""
+    extreme-aspect and compute tables. ``rules``: the baselines' rules, {benchmark: text}; ``protocol``: the
+    eval.protocol of this run (components/evaluation/protocols.py), said under the table."""
     head = "| model | " + " | ".join(title for _, title in COLUMNS) + " |"
     rule = "|---|" + "---|" * len(COLUMNS)
     ours = [metrics["headline"].get(key) for key, _ in COLUMNS]
@@ -124,6 +126,10 @@ def markdown_table(metrics: dict, label: str = "this run", rules: dict[str, str]
     lines += ["", "Headline metrics: VQA-style accuracy (%), POPE mean F1 over 3 splits (%), MME perception total, "
               "MMBench CircularEval accuracy (%). `skipped`: files absent (reasons below); `server`: a submission "
               "file for the evaluation server was written."]
+    if protocol:
+        lines += ["", f"This run's protocol: `{protocol}`. The LLaVA-1.5 row was produced with `llava-1.5` (greedy, "
+                  "batch 1); LLaVA-UHD's eval code of arXiv v1 is unpublished (its ECCV numbers come from `uhd-eccv`: "
+                  "beam search, 1024 pre-resize). README \"Evaluation protocols\"."]
     against = baseline_table(metrics, rules)
     if against:
         lines += [""] + against
@@ -261,7 +267,8 @@ def write_reports(suite: dict, provenance: dict, reports_dir: str | Path, label:
                "skipped": suite["skipped"]}
     (reports_dir / "provenance.json").write_text(json.dumps(details, indent=2, default=str), encoding="utf-8")
     rules = {n: r["baseline"]["rule"] for n, r in suite["benchmarks"].items() if r.get("baseline")}
-    (reports_dir / "results.md").write_text(markdown_table(metrics, label, rules), encoding="utf-8")
+    (reports_dir / "results.md").write_text(markdown_table(metrics, label, rules, provenance.get("protocol")),
+                                            encoding="utf-8")
     write_scores_csv(metrics, reports_dir / "scores.csv")
     plot_benchmarks(suite, reports_dir / "benchmarks.png")
     return metrics

@@ -16,6 +16,7 @@ from components.data.synthetic_eval import write_benchmarks
 from components.evaluation.benchmarks import Question
 from components.evaluation.exported_model import provenance
 from components.evaluation.protocols import PROTOCOLS, get_protocol, sampling_seed
+from components.evaluation.report import write_reports
 from components.evaluation.runner import run_benchmark
 from components.evaluation.suite import EvalPlan, run_suite
 from components.inference.generate import open_rgb
@@ -137,6 +138,13 @@ def test_provenance_records_the_protocol(eccv_suite, tiny):
     assert prov["protocol"] == "uhd-eccv" and prov["batch_size"] == 1 and prov["image_loading"] == "reference"
     assert "ECCV" in prov["protocol_reproduces"] and "decoding" not in prov and "pre_resize" not in prov
     assert set(PROTOCOLS) == {"llava-1.5", "uhd-eccv"}
+
+
+def test_results_table_names_the_protocol(eccv_suite, tiny, tmp_path):
+    result, plan, root = eccv_suite
+    write_reports(result, provenance("0" * 64, tiny[0], "synthetic", plan, str(root)), tmp_path)
+    assert "This run's protocol: `uhd-eccv`" in (tmp_path / "results.md").read_text()
+    assert json.loads((tmp_path / "provenance.json").read_text())["provenance"]["protocol"] == "uhd-eccv"
 
 
 # ---------------------------------------------------------------------------------------------- image loading
