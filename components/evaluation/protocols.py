@@ -18,7 +18,8 @@ uhd-eccv   LLaVA-UHD's own scripts (thunlp/LLaVA-UHD@dd7f6cc, branch LLaVA-UHD-v
            before slicing, except MMBench EN and CN (the line is commented out in model_vqa_mmbench.py).
 
 Sampling is seeded per question (``sampling_seed``), so a rerun writes the same answers; the reference's
-unseeded sampling cannot be reproduced draw for draw, only in distribution.
+unseeded sampling cannot be reproduced draw for draw, only in distribution. Not reproducible either: UHD's POPE
+script reads ``llava_pope_test_my.jsonl``, which was never published; we use LLaVA's ``llava_pope_test.jsonl``.
 """
 
 from __future__ import annotations
