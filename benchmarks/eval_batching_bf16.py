@@ -15,7 +15,7 @@ paper scale evaluates on GPUs (the references: fp16).
 Why: issue #14 §3. The reference runs batch size 1; LLaVA#1928 saw two MME answers flip between bs 1 and 16 in
 fp16. The params comments quote these counts for the eval.batch_size choices.
 
-    OMP_NUM_THREADS=2 .venv/bin/python -m benchmarks.eval_batching_bf16 [--images 8] [--questions-per-image 4]
+    OMP_NUM_THREADS=2 .venv/bin/python -m benchmarks.eval_batching_bf16 [--images 16] [--questions-per-image 4]
         [--dtypes fp32,bf16] [--device cpu]
 """
 
@@ -83,7 +83,7 @@ def differing(a: list[str], b: list[str]) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--images", type=int, default=8)
+    parser.add_argument("--images", type=int, default=16)
     parser.add_argument("--questions-per-image", type=int, default=4)
     parser.add_argument("--max-new-tokens", type=int, default=8)
     parser.add_argument("--batch-size", type=int, default=8)
