@@ -22,6 +22,8 @@ SUBCOMMANDS = {
     "submit": ("cli.submit", "`uhd submit --address http://HEAD:8265 --stage finetune`: run a training stage as a "
                "Ray job"),
     "evaluate": ("pipelines.evaluate", "run the evaluate stage (benchmarks -> reports/eval)"),
+    "evaluate-released": ("pipelines.evaluate_released", "score `eval.model` (a released checkpoint, converted on "
+                          "the fly) without training -> reports/released (released/dvc.yaml)"),
     "register": ("pipelines.register", "run the register stage (candidate alias; champion only through the gates)"),
     "promote": ("cli.promote", "`uhd promote [--version N] --reason TEXT`: move the registry alias `champion`"),
     "rollback": ("cli.rollback", "`uhd rollback --reason TEXT`: give `champion` back to the previous champion"),

@@ -20,7 +20,6 @@ from pathlib import Path
 import yaml
 
 from components.compression import COMPRESSORS, RESAMPLER
-from components.paper_scores import PAPER_ROWS
 from components.slicing.limits import MAX_PIXELS
 from components.slicing.presets import get_preset
 from components.slicing.strategies import ANYRES_PRESETS, PRESETS, STRATEGIES, plan_layout
@@ -294,14 +293,15 @@ BENCHMARKS = ("textvqa", "pope", "gqa", "mme", "scienceqa", "mmbench", "mmbench_
 
 @dataclass(frozen=True)
 class EvalConfig:
-    """The evaluate stage (pipelines/evaluate.py, shared/reference/eval.md)."""
+    """The evaluate stage (pipelines/evaluate.py, shared/reference/eval.md). `protocol` names a row of
+    components/evaluation/protocols.py (decoding, pre-resize, batch size and image loading of one paper's scripts);
+    the evaluation package checks the name, since this module sits below it."""
 
     benchmarks: tuple[str, ...] = BENCHMARKS[:7]
-    batch_size: int = 8
-    decoding: str = "llava"  # llava (greedy everywhere, LLaVA-1.5) | uhd-scripts (UHD eval.sh: 3 or 5 beams)
-    num_beams: dict[str, int] = field(default_factory=dict)  # per-benchmark override, e.g. {textvqa: 3}
+    protocol: str = "llava-1.5"  # llava-1.5 | uhd-eccv (components/evaluation/protocols.py)
+    batch_size: int = 8  # 0 = the protocol's (the references run 1)
+    num_beams: dict[str, int] = field(default_factory=dict)  # per-benchmark override of the protocol's beams
     max_new_tokens: int = 8  # 0 = each benchmark's own (LLaVA-1.5: 128); embedded answers: <= 7 (6 digits + end)
-    pre_resize: int = 0  # eval-only: long side forced to this before slicing (UHD's eval scripts: 1024); 0 = off
     extreme_aspect: tuple[str, ...] = ("textvqa",)  # also run with each image padded to twice its long side
     # A model this pipeline did not train (released/dvc.yaml; components/evaluation/model_source.py): '' = none (the
     # main DAG's evaluate stage scores the pipeline's own finetune output); a converted or save_pretrained directory;
@@ -313,17 +313,19 @@ class EvalConfig:
     device: str = "auto"  # auto (cuda when there is one, else cpu) | cpu | cuda | cuda:N
     dtype: str = "auto"  # auto (float16 on cuda, as the references; float32 on cpu) | float32 | bfloat16 | float16
 
+    # keys of older params files, with what replaced them (parse names the replacement instead of "unknown key")
+    RETIRED = {"decoding": "eval.protocol (llava-1.5 = the old `llava`, uhd-eccv = `uhd-scripts` + pre_resize 1024)",
+               "pre_resize": "eval.protocol (uhd-eccv pre-resizes to 1024, llava-1.5 does not)"}
+
     def __post_init__(self):
         _require(set(self.benchmarks) <= set(BENCHMARKS), "benchmarks", f"among {list(BENCHMARKS)}", self.benchmarks)
         _require(set(self.extreme_aspect) <= set(self.benchmarks), "extreme_aspect", "a subset of eval.benchmarks",
                  self.extreme_aspect)
         _require(set(self.num_beams) <= set(BENCHMARKS), "num_beams", f"keyed by {list(BENCHMARKS)}", self.num_beams)
         _require(all(b >= 1 for b in self.num_beams.values()), "num_beams", "beam counts >= 1", self.num_beams)
-        _require(self.decoding in ("llava", "uhd-scripts"), "decoding", "llava or uhd-scripts", self.decoding)
-        _require(self.batch_size >= 1, "batch_size", ">= 1", self.batch_size)
+        _require(bool(self.protocol), "protocol", "a protocol name (llava-1.5 | uhd-eccv)", self.protocol)
+        _require(self.batch_size >= 0, "batch_size", ">= 0 (0 = the protocol's)", self.batch_size)
         _require(self.max_new_tokens >= 0, "max_new_tokens", ">= 0 (0 = each benchmark's own)", self.max_new_tokens)
-        _require(self.pre_resize >= 0, "pre_resize", ">= 0 (0 = off)", self.pre_resize)
-        _require(self.paper_row in ("", *PAPER_ROWS), "paper_row", f"'' or one of {list(PAPER_ROWS)}", self.paper_row)
         _require(self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"), "device",
                  "auto, cpu, cuda or cuda:N", self.device)
         _require(self.dtype in ("auto", "float32", "bfloat16", "float16"), "dtype",
@@ -371,6 +373,10 @@ def parse(cls, data, path: str = ""):
         raise ConfigError(f"{path or 'params'}: expected a mapping, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
+    retired = {k: v for k, v in getattr(cls, "RETIRED", {}).items() if k in data}
+    if retired:
+        raise ConfigError("; ".join(f"{path + '.' if path else ''}{k} was replaced by {v}: remove it"
+                                    for k, v in retired.items()))
     unknown = sorted(set(data) - names)
     if unknown:
         raise ConfigError(f"{path or 'params'}: unknown key(s) {unknown}; allowed: {sorted(names)}")

@@ -192,7 +192,9 @@ EVAL_LLAVA_BUNDLE = Dataset(
             note=("Google Drive, browser-only: open "
                   "https://drive.google.com/file/d/1atZSBBrAX54yYpxtVVW33zFvcnaHeFPy/view (linked from "
                   "LLaVA docs/Evaluation.md), save it as <raw_root>/eval_llava_bundle/eval.zip and re-run; "
-                  "without it the evaluation adapters rebuild the question files from the public sources")),
+                  "nothing rebuilds its LLaVA-format question files (llava_*.jsonl, llava_test_CQM-A.json) from the "
+                  "public sources: without it the evaluate stage skips those benchmarks and says why. The benchmark "
+                  "adapters read its layout as extracted (MME/, gqa/data/images; components/evaluation/benchmarks)")),
     ),
 )
 

@@ -1,15 +1,19 @@
-"""Evaluating an exported model: the weights and their sha256, the suite run, and the provenance of the scores
-(what the evaluate stage reports, byte-identical on a rerun) apart from this run's links (MLflow tags only).
+"""Evaluating a model: the suite run, the reports, and the provenance of the scores (what the evaluate stages
+report, byte-identical on a rerun) apart from this run's links (MLflow tags only).
 
-    found = load_for_evaluation(params.eval.model, "models/finetune", params.model)   # model_source.py
-    suite = run_suite(found.model, found.tokenizer, eval_root, out_dir, EvalPlan.from_params(params.eval), ...)
-    prov = provenance(found.sha256, found.model, params.data.source, plan, eval_root, found.source)
+    found = load_for_evaluation(spec, "models/finetune", params.model)   # model_source.py
+    metrics = score_and_report(found, params, eval_root, "data/eval", "reports/eval", Path("models/finetune.json"))
 """
 
 from __future__ import annotations
 
+import json
+import shutil
+from pathlib import Path
+
 from components.compression import effective_compressor, effective_spatial_schema
-from components.evaluation.suite import EvalPlan, answer_template
+from components.evaluation.report import write_reports
+from components.evaluation.suite import EvalPlan, answer_template, run_suite
 from components.tracking.registry import git_commit
 
 # The benchmark folders of each data.source (embedded: the synthetic set; hub: LLaVA's eval.zip layout).
@@ -21,9 +25,10 @@ def provenance(sha: str, model, data_source: str, plan: EvalPlan, eval_root: str
     """What the scores depend on: the weights, the answering settings and the data (provenance.json, tracked in
     git). Nothing of this machine or run (MLflow ids, the commit): a rerun writes the same bytes (run_links)."""
     cfg = model.config
-    return {"model_sha256": sha, "template": answer_template(model), "batch_size": plan.batch_size,
-            "decoding": plan.decoding, "num_beams_override": plan.num_beams, "max_new_tokens": plan.max_new_tokens,
-            "pre_resize": plan.pre_resize, "slicing": {"strategy": cfg.strategy, "preset": cfg.preset},
+    return {"model_sha256": sha, "template": answer_template(model), "protocol": plan.protocol,
+            "protocol_reproduces": plan.rules.reproduces, "batch_size": plan.effective_batch_size,
+            "num_beams_override": plan.num_beams, "max_new_tokens": plan.max_new_tokens,
+            "image_loading": plan.rules.image_loading, "slicing": {"strategy": cfg.strategy, "preset": cfg.preset},
             "compressor": effective_compressor(cfg.compressor, cfg.strategy),
             "spatial_schema": effective_spatial_schema(cfg.spatial_schema, cfg.strategy), "eval_root": eval_root,
             "data_source": data_source, "model_source": model_source or {"kind": "pipeline", "spec": ""},
@@ -41,3 +46,26 @@ def run_links(pointer: dict, sha: str) -> dict:
 def answers_model_id(sha: str) -> str:
     """The answers files' `model_id`: the weights, not the run (an MLflow id would change data/eval on every rerun)."""
     return f"llava-uhd-{sha[:12]}"
+
+
+def score_and_report(found, params, eval_root: str, out_dir: str | Path, reports_dir: str | Path,
+                     pointer: Path | None = None, log_mlflow: bool = True) -> dict:
+    """The evaluate stages' common work: answer and score every benchmark with `found` (a model_source
+    EvaluatedModel), write the reports, log them to MLflow (linked to the training run of `pointer` when it recorded
+    these weights), print the table. Returns metrics.json's content."""
+    from components.tracking.stage_records import log_evaluation
+
+    plan = EvalPlan.from_params(params.eval)
+    shutil.rmtree(out_dir, ignore_errors=True)  # a DVC run starts fresh; `uhd evaluate --out` elsewhere resumes
+    suite = run_suite(found.model, found.tokenizer, eval_root, out_dir, plan, model_id=answers_model_id(found.sha256),
+                      flops_model=found.flops_model)
+    prov = provenance(found.sha256, found.model, params.data.source, plan, eval_root, found.source)
+    label = f"{found.source['spec'] or 'this run'} ({params.data.source}, {found.model.config.strategy})"
+    metrics = write_reports(suite, prov, reports_dir, label=label, paper_row=params.eval.paper_row,
+                            flops_model=getattr(found.flops_model, "name", found.flops_model))
+    if log_mlflow:
+        record = json.loads(pointer.read_text()) if pointer is not None and pointer.exists() else {}
+        log_evaluation(params.tracking, metrics, prov, run_links(record, found.sha256), Path(reports_dir))
+    print((Path(reports_dir) / "results.md").read_text())
+    print(f"reports: {reports_dir}/results.md, metrics.json, provenance.json, benchmarks.png")
+    return metrics

@@ -24,7 +24,7 @@ import csv
 import json
 from pathlib import Path
 
-from components.paper_scores import DEFAULT_ROWS, PAPER_EXTREME, PAPER_ROWS
+from components.evaluation.paper_scores import DEFAULT_ROWS, PAPER_EXTREME, PAPER_ROWS
 
 COLUMNS = (("vqav2", "VQAv2"), ("gqa", "GQA"), ("vizwiz", "VizWiz"), ("scienceqa", "SQA-IMG"),
            ("textvqa", "TextVQA"), ("pope", "POPE"), ("mme", "MME-P"), ("mmbench", "MMB"), ("mmbench_cn", "MMB-CN"))
@@ -95,10 +95,11 @@ def baseline_table(metrics: dict, rules: dict[str, str] | None = None) -> list[s
 
 
 def markdown_table(metrics: dict, label: str = "this run", rules: dict[str, str] | None = None,
-                   paper_row: str = "", flops_model: str = "13B-scale") -> str:
+                   paper_row: str = "", flops_model: str = "13B-scale", protocol: str | None = None) -> str:
     """Our headline scores beside the paper's (eval.md §4), then each against its trivial baseline, then the
     extreme-aspect and compute tables. ``rules``: the baselines' rules, {benchmark: text}. ``paper_row``: a
-    components.paper_scores id: that row is shown too, with the difference (measured - published) per benchmark."""
+    components.evaluation.paper_scores id: that row is shown too, with the difference (measured - published).
+    ``protocol``: the eval.protocol of this run (components/evaluation/protocols.py), said under the table."""
     head = "| model | " + " | ".join(title for _, title in COLUMNS) + " |"
     rule = "|---|" + "---|" * len(COLUMNS)
     ours = [metrics["headline"].get(key) for key, _ in COLUMNS]
@@ -114,6 +115,10 @@ def markdown_table(metrics: dict, label: str = "this run", rules: dict[str, str]
     lines += ["", "Headline metrics: VQA-style accuracy (%), POPE mean F1 over 3 splits (%), MME perception total, "
               "MMBench CircularEval accuracy (%). `skipped`: files absent (reasons below); `server`: a submission "
               "file for the evaluation server was written."]
+    if protocol:
+        lines += ["", f"This run's protocol: `{protocol}`. The LLaVA-1.5 row was produced with `llava-1.5` (greedy, "
+                  "batch 1); LLaVA-UHD's eval code of arXiv v1 is unpublished (its ECCV numbers come from `uhd-eccv`: "
+                  "beam search, 1024 pre-resize). README \"Evaluation protocols\"."]
     against = baseline_table(metrics, rules)
     if against:
         lines += [""] + against
@@ -260,7 +265,7 @@ def write_reports(suite: dict, provenance: dict, reports_dir: str | Path, label:
                "skipped": suite["skipped"]}
     (reports_dir / "provenance.json").write_text(json.dumps(details, indent=2, default=str), encoding="utf-8")
     rules = {n: r["baseline"]["rule"] for n, r in suite["benchmarks"].items() if r.get("baseline")}
-    table = markdown_table(metrics, label, rules, paper_row, flops_model)
+    table = markdown_table(metrics, label, rules, paper_row, flops_model, provenance.get("protocol"))
     (reports_dir / "results.md").write_text(table, encoding="utf-8")
     write_scores_csv(metrics, reports_dir / "scores.csv")
     plot_benchmarks(suite, reports_dir / "benchmarks.png")

@@ -15,9 +15,11 @@ Resumable: questions whose uid is already in the file are skipped (a torn last l
 question is answered the file is rewritten in question-file order, so an interrupted-and-resumed run ends with the
 same file as an uninterrupted one. The POPE/MME scorers depend on that order (eval.md §5.3).
 
-LLaVA-1.5 asserts batch size 1 (eval.md §1); batched greedy
-answers can differ from bs=1 in low-precision numerics (LLaVA#1928), which ``tests/evaluation/test_runner.py``
-checks for the float32 tiny model.
+LLaVA-1.5 asserts batch size 1 (eval.md §1); batched greedy answers can differ from bs=1 in low-precision
+numerics (LLaVA#1928). ``tests/evaluation/test_runner.py`` checks they are equal for the float32 tiny model;
+``benchmarks/eval_batching_bf16.py`` counts the differences under bf16 autocast. With ``batch_size=1`` every
+question is answered alone, as the references do. Sampled questions (a protocol's temperature > 0) are answered
+one by one, each seeded by its id (``protocols.sampling_seed``).
 """
 
 from __future__ import annotations
@@ -29,9 +31,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
 from PIL import Image
 
 from components.evaluation.benchmarks.common import Question
+from components.evaluation.protocols import sampling_seed
 from components.inference.generate import generate_about_one_image, generate_batch
 from components.model.processor import UhdProcessor
 
@@ -94,10 +98,16 @@ def image_key(image: Any) -> Any:
 
 def _work_units(questions: Sequence[Question], batch_size: int, key: Callable) -> list[tuple[str, list[Question]]]:
     """("image", group): greedy questions about one image, answered from one prefilled prefix; ("batch", run):
-    the rest (single questions, text-only ones, beam search) in left-padded batches. First-appearance order."""
+    the rest (single questions, text-only ones, beam search) in left-padded batches; ("sampled", [q]): a sampled
+    question alone, under its own seed. First-appearance order. Batch size 1 is the references' run: every question
+    alone, its whole prompt in one forward (no shared prefix either)."""
     groups: dict[Any, list[Question]] = {}
+    sampled = []
     for q in questions:
-        shared = q.image is not None and key(q)[1] == 1
+        if q.temperature > 0:
+            sampled.append(("sampled", [q]))
+            continue
+        shared = batch_size > 1 and q.image is not None and key(q)[1] == 1
         groups.setdefault((image_key(q.image), key(q)) if shared else ("single", q.uid), []).append(q)
     units, rest = [], []
     for group in groups.values():
@@ -105,17 +115,29 @@ def _work_units(questions: Sequence[Question], batch_size: int, key: Callable) -
             units.append(("image", group))
         else:
             rest += group
-    return units + [("batch", run) for run in _batches(rest, batch_size, key)]
+    return units + [("batch", run) for run in _batches(rest, batch_size, key)] + sampled
+
+
+def _sample_one(model, processor, q: Question, tokens: int, beams: int, template: str, image_transform,
+                image_loading: str) -> list[str]:
+    """One sampled answer, its random draws seeded by the question alone (protocols.sampling_seed) and the global
+    generator left as it was: reruns and resumed runs write the same bytes."""
+    with torch.random.fork_rng(devices=[model.device] if model.device.type == "cuda" else []):
+        torch.manual_seed(sampling_seed(q.uid))
+        return generate_batch(model, processor, [q], tokens, beams, template, image_transform, image_loading,
+                              temperature=q.temperature)
 
 
 def run_benchmark(model, tokenizer, questions: Sequence[Question], out_jsonl: str | Path, batch_size: int = 8,
                   max_new_tokens: int | None = None, num_beams: int | None = None, template: str = "vicuna_v1",
                   model_id: str = "llava-uhd", processor: UhdProcessor | None = None,
-                  image_transform: Callable[[Image.Image], Image.Image] | None = None) -> list[dict]:
+                  image_transform: Callable[[Image.Image], Image.Image] | None = None,
+                  image_loading: str = "project") -> list[dict]:
     """Answer every question not yet in ``out_jsonl``; return all answers lines in question-file order.
 
     ``max_new_tokens`` / ``num_beams``: None uses each question's own (the adapters' defaults: 128 or 1024 tokens,
-    greedy); a value overrides all questions. Raises ValueError on duplicate uids.
+    greedy); a value overrides all questions. ``image_loading``: how image files are opened (components.slicing.pixels
+    ``load_image``: "project" or the references' "reference"). Raises ValueError on duplicate uids.
     """
     if batch_size < 1:
         raise ValueError("batch_size must be >= 1")
@@ -139,13 +161,21 @@ def run_benchmark(model, tokenizer, questions: Sequence[Question], out_jsonl: st
         for kind, batch in _work_units(todo, batch_size, settings):
             tokens, beams = settings(batch[0])
             if kind == "image":
-                texts = generate_about_one_image(model, processor, batch, tokens, template, image_transform)
+                texts = generate_about_one_image(model, processor, batch, tokens, template, image_transform,
+                                                 image_loading)
+            elif kind == "sampled":
+                texts = _sample_one(model, processor, batch[0], tokens, beams, template, image_transform,
+                                    image_loading)
             else:
-                texts = generate_batch(model, processor, batch, tokens, beams, template, image_transform)
+                texts = generate_batch(model, processor, batch, tokens, beams, template, image_transform,
+                                       image_loading)
             rows = []
             for q, text in zip(batch, texts, strict=True):
+                meta = {"uid": q.uid, "num_beams": beams, "max_new_tokens": tokens}
+                if q.temperature > 0:  # only sampled answers say so: greedy answers files stay as they were
+                    meta.update(temperature=q.temperature, seed=sampling_seed(q.uid))
                 row = {"question_id": q.question_id, "prompt": q.prompt_text, "text": text, "model_id": model_id,
-                       "metadata": {"uid": q.uid, "num_beams": beams, "max_new_tokens": tokens}}
+                       "metadata": meta}
                 row.update(q.metadata.get("answer_fields", {}))
                 rows.append(_json_safe(row))
             with open(path, "a", encoding="utf-8") as f:

@@ -1,8 +1,8 @@
 """Image variants of an evaluation run, applied after decoding and before the model's own slicing.
 
 - ``pre_resize``: the reference's eval-only ``resize_image_keep_ratio`` (UHD's eval scripts force the long side to
-  1024, up or down, before slicing; shared/reference/eval.md §5.6). Off by default: we evaluate with exactly the
-  slicing used in training, and when it is on it is recorded in the provenance, never a hidden difference.
+  1024, up or down, before slicing; shared/reference/eval.md §5.6). Set per benchmark by ``eval.protocol``
+  (components/evaluation/protocols.py: uhd-eccv only, MMBench excepted); recorded in the provenance.
 - ``extreme_aspect``: the paper's Table 3 probe. Each image is padded so that its longer side doubles (the shorter
   side unchanged), which doubles its aspect ratio; the image sits in the centre and the padding is the CLIP mean
   colour, the same fill LLaVA-1.5's ``expand2square`` uses, so the padding carries no signal of its own.
@@ -62,9 +62,11 @@ def image_transform(pre_resize_long_side: int = 0, extreme_aspect: bool = False
     return apply
 
 
-def preprocessing_config(model_config, pre_resize_long_side: int = 0, extreme_aspect: bool = False) -> dict:
-    """What decides the pixels and visual tokens: the model's slicing and compressor, and the eval variant."""
-    return {
+def preprocessing_config(model_config, pre_resize_long_side: int = 0, extreme_aspect: bool = False,
+                         image_loading: str = "project") -> dict:
+    """What decides the pixels and visual tokens: how files are opened, the model's slicing and compressor, and
+    the eval variant."""
+    return {"image_loading": image_loading,
         "strategy": model_config.strategy, "preset": model_config.preset,
         "compressor": effective_compressor(model_config.compressor, model_config.strategy),
         "spatial_schema": effective_spatial_schema(model_config.spatial_schema, model_config.strategy),

@@ -45,11 +45,12 @@ class Prompt:
     prompt_text: str
 
 
-def open_rgb(image) -> Image.Image:
-    """A path or PIL image as an RGB PIL image (how every generated-for image is opened)."""
+def open_rgb(image, loading: str = "project") -> Image.Image:
+    """A path or PIL image as an RGB PIL image (how every generated-for image is opened; ``loading``: see
+    components.slicing.pixels.LOADINGS)."""
     if isinstance(image, Image.Image):
         return image if image.mode == "RGB" else image.convert("RGB")
-    return load_image(image)
+    return load_image(image, loading=loading)
 
 
 def _pad_id(tokenizer) -> int:
@@ -69,11 +70,13 @@ def _expand_pixels(pixel_values: list[torch.Tensor], counts: list[int], num_beam
 @torch.no_grad()
 def generate_batch(model, processor: UhdProcessor, questions: Sequence[GenerationRequest], max_new_tokens: int,
                    num_beams: int = 1, template: str = "vicuna_v1",
-                   image_transform: Callable[[Image.Image], Image.Image] | None = None) -> list[str]:
-    """Greedy (or beam) answers of one batch, left padded. ``image_transform`` (e.g. the eval-only pre-resize or
-    the extreme-aspect padding of components.evaluation.variants) is applied to each opened RGB image."""
+                   image_transform: Callable[[Image.Image], Image.Image] | None = None,
+                   image_loading: str = "project", temperature: float = 0.0) -> list[str]:
+    """Greedy (or beam) answers of one batch, left padded; sampled at ``temperature`` when it is > 0 (the caller
+    seeds torch's generator). ``image_transform`` (e.g. the eval-only pre-resize or the extreme-aspect padding of
+    components.evaluation.variants) is applied to each opened RGB image."""
     transform = image_transform or (lambda image: image)
-    images = [transform(open_rgb(q.image)) if q.image is not None else None for q in questions]
+    images = [transform(open_rgb(q.image, image_loading)) if q.image is not None else None for q in questions]
     batch = processor.prompt_batch([q.prompt_text for q in questions], images, template, padding_side="left")
     if num_beams > 1 and "pixel_values" in batch:
         counts = [len(processor.process_image(im).pixels) for im in images if im is not None]
@@ -82,8 +85,9 @@ def generate_batch(model, processor: UhdProcessor, questions: Sequence[Generatio
     batch = {k: ([t.to(device, dtype) for t in v] if k == "pixel_values" else v.to(device)) for k, v in batch.items()}
     tok = processor.tokenizer
     pad = _pad_id(tok)
-    out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, num_beams=num_beams,
-                         pad_token_id=pad, eos_token_id=tok.eos_token_id)
+    sampling = {"do_sample": True, "temperature": temperature} if temperature > 0 else {"do_sample": False}
+    out = model.generate(**batch, max_new_tokens=max_new_tokens, num_beams=num_beams, pad_token_id=pad,
+                         eos_token_id=tok.eos_token_id, **sampling)
     new = out[:, batch["input_ids"].shape[1]:]
     return [t.strip() for t in tok.batch_decode(new, skip_special_tokens=True)]
 
@@ -100,17 +104,18 @@ def _common_prefix_length(rows: list[list[int]]) -> int:
 @torch.no_grad()
 def generate_about_one_image(model, processor: UhdProcessor, questions: Sequence[GenerationRequest],
                              max_new_tokens: int, template: str = "vicuna_v1",
-                             image_transform: Callable[[Image.Image], Image.Image] | None = None) -> list[str]:
+                             image_transform: Callable[[Image.Image], Image.Image] | None = None,
+                             image_loading: str = "project") -> list[str]:
     """Greedy answers of questions that all ask about one image (``questions[0].image``), the shared prompt
     prefix prefilled once. Falls back to ``generate_batch`` when the prefix does not hold the whole image."""
     transform = image_transform or (lambda image: image)
-    processed = processor.process_image(transform(open_rgb(questions[0].image)))
+    processed = processor.process_image(transform(open_rgb(questions[0].image, image_loading)))
     rows = [processor.prompt_ids(q.prompt_text, [processed], template) for q in questions]
     # at least one token of every prompt stays uncached: generate needs an input to start from
     shared = min(_common_prefix_length(rows), min(len(r) for r in rows) - 1)
     image_id = processor.image_token_id
     if len(rows) < 2 or image_id in (t for r in rows for t in r[shared:]):
-        return generate_batch(model, processor, questions, max_new_tokens, 1, template, image_transform)
+        return generate_batch(model, processor, questions, max_new_tokens, 1, template, image_transform, image_loading)
     device, dtype = model.device, model.dtype
     prefix = torch.tensor(rows[0][:shared], device=device)[None]
     cache = model(input_ids=prefix, attention_mask=torch.ones_like(prefix),

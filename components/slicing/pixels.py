@@ -79,18 +79,30 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")  # L, 1, P, CMYK, YCbCr, LAB, HSV
 
 
-def load_image(source, min_size: Size | None = None) -> Image.Image:
+# How files become RGB pixels. "project" (the default everywhere: training, layouts, inference) shows the image as
+# a viewer does: EXIF orientation applied, transparency composited on white. "reference" is what LLaVA-1.5's and
+# LLaVA-UHD's eval scripts do, `Image.open(path).convert('RGB')`: the stored orientation, alpha simply dropped
+# (transparent pixels keep whatever colour they store); the paper protocols use it to reproduce their numbers.
+LOADINGS = ("project", "reference")
+
+
+def load_image(source, min_size: Size | None = None, loading: str = "project") -> Image.Image:
     """Open, decode and orient an image as RGB.
 
     source    a path, bytes, or a binary file object.
     min_size  (w, h) in *display* orientation that the caller still needs; JPEGs are then decoded at the
               smallest DCT scale (1/2, 1/4, 1/8) that keeps at least this size. None: full resolution.
+    loading   "project" or "reference" (see LOADINGS above).
     """
+    if loading not in LOADINGS:
+        raise ValueError(f"loading must be one of {LOADINGS}, got {loading!r}")
     if isinstance(source, bytes | bytearray):
         source = io.BytesIO(source)
     elif isinstance(source, str | os.PathLike):
         source = os.fspath(source)
     image = Image.open(source)
+    if loading == "reference":
+        return image.convert("RGB")
     orientation = exif_orientation(image)
     if min_size is not None and image.format == "JPEG":
         need = min_size[::-1] if orientation in TRANSPOSING_ORIENTATIONS else min_size

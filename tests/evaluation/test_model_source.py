@@ -12,11 +12,11 @@ import yaml
 
 from components.config import load_params
 from components.evaluation.model_source import converted_spec, load_for_evaluation, weights_digest
+from components.evaluation.paper_scores import PAPER_ROWS
 from components.evaluation.report import markdown_table
 from components.model.architectures import clip_vit_l14_336, get_model_spec, spec_of, vicuna_13b
 from components.model.flops import flops_breakdown
 from components.model.modeling import LlavaUhdConfig
-from components.paper_scores import PAPER_ROWS
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -33,10 +33,10 @@ def _released_params(tmp_path: Path, **eval_keys) -> Path:
 
 
 def test_an_empty_eval_model_records_that_nothing_was_released(tmp_path, monkeypatch):
-    from pipelines.evaluate import main
+    from cli.main import main as uhd
 
     monkeypatch.chdir(tmp_path)
-    assert main(["--params", str(_released_params(tmp_path)), "--released", "--no-mlflow"]) == 0
+    assert uhd(["evaluate-released", "--params", str(_released_params(tmp_path)), "--no-mlflow"]) == 0
     assert json.loads((tmp_path / "reports/released/metrics.json").read_text()) == {}
     assert "eval.model" in (tmp_path / "reports/released/results.md").read_text()
 
@@ -44,13 +44,13 @@ def test_an_empty_eval_model_records_that_nothing_was_released(tmp_path, monkeyp
 def test_a_saved_model_is_scored_on_benchmarks_fetched_alone(tiny, tmp_path, monkeypatch):
     """No training, no download stage: the released run generates the embedded benchmarks itself and scores the
     directory eval.model names; provenance records where the model came from and its weights' digest."""
-    from pipelines.evaluate import main
+    from cli.main import main as uhd
 
     model_dir = tmp_path / "saved"
     tiny[0].save_pretrained(model_dir)
     monkeypatch.chdir(tmp_path)
     params = _released_params(tmp_path, model=str(model_dir), paper_row="llava-1.5-13b")
-    assert main(["--params", str(params), "--released", "--no-mlflow"]) == 0
+    assert uhd(["evaluate-released", "--params", str(params), "--no-mlflow"]) == 0
     prov = json.loads((tmp_path / "reports/released/provenance.json").read_text())["provenance"]
     assert prov["model_source"] == {"kind": "directory", "spec": str(model_dir)}
     assert prov["model_sha256"] == weights_digest([model_dir / "model.safetensors"])
@@ -64,11 +64,11 @@ def test_a_saved_model_is_scored_on_benchmarks_fetched_alone(tiny, tmp_path, mon
 
 
 def test_a_bad_eval_model_is_one_clear_error(tmp_path, monkeypatch, capsys):
-    from pipelines.evaluate import main
+    from cli.main import main as uhd
 
     monkeypatch.chdir(tmp_path)
     params = _released_params(tmp_path, model="llava-hf:/no/such/checkpoint")
-    assert main(["--params", str(params), "--released", "--no-mlflow"]) == 2
+    assert uhd(["evaluate-released", "--params", str(params), "--no-mlflow"]) == 2
     err = capsys.readouterr().err
     assert "eval.model='llava-hf:/no/such/checkpoint'" in err and "not a directory" in err
 
@@ -102,12 +102,14 @@ def test_a_converted_models_flops_are_its_own_architectures():
 
 
 def test_paper_rows_are_the_only_accepted_ids(tmp_path):
+    from components.evaluation.suite import EvalPlan
+
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["eval"]["paper_row"] = "llava-2"
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(params))
-    with pytest.raises(ValueError, match="paper_row"):
-        load_params(path)
+    with pytest.raises(ValueError, match="paper_row 'llava-2' is not a published row"):
+        EvalPlan.from_params(load_params(path).eval)
 
 
 def test_results_md_without_a_paper_row_has_no_difference_row():
@@ -121,7 +123,6 @@ def test_a_released_checkpoint_converted_on_the_fly_answers_as_its_converted_dir
     """eval.model=llava-hf:DIR converts in memory; a `uhd convert` directory of the same checkpoint answers the same
     questions with the same answers. Both are costed as their own architecture (a tiny CLIP + Llama here)."""
     from cli.main import main as uhd
-    from pipelines.evaluate import main
     from tests.model.llava_checkpoints import tiny_hf_llava, write_llava_hf
 
     checkpoint = write_llava_hf(tiny_hf_llava(), tmp_path / "llava-1.5-tiny-hf")
@@ -132,7 +133,7 @@ def test_a_released_checkpoint_converted_on_the_fly_answers_as_its_converted_dir
     for spec in (f"llava-hf:{checkpoint}", str(converted)):
         reports = tmp_path / f"reports-{len(runs)}"
         params = _released_params(tmp_path, model=spec, max_new_tokens=3)
-        assert main(["--params", str(params), "--released", "--no-mlflow", "--reports", str(reports),
+        assert uhd(["evaluate-released", "--params", str(params), "--no-mlflow", "--reports", str(reports),
                      "--out", str(tmp_path / f"answers-{len(runs)}")]) == 0
         runs[spec] = json.loads((reports / "provenance.json").read_text())
     on_the_fly, directory = runs.values()

@@ -138,10 +138,10 @@ def test_reports_hold_headlines_provenance_table_and_plots(suite, tmp_path):
     assert markdown_table(metrics).count("\n|") >= 3
 
 
-def test_uhd_scripts_decoding_uses_the_reference_beams_unless_overridden():
-    plan = EvalPlan(SEVEN, decoding="uhd-scripts", num_beams={"gqa": 1})
+def test_uhd_eccv_protocol_uses_the_reference_beams_unless_overridden():
+    plan = EvalPlan(SEVEN, protocol="uhd-eccv", num_beams={"gqa": 1})
     assert plan.beams("textvqa") == 3 and plan.beams("mme") == 5 and plan.beams("gqa") == 1
-    assert EvalPlan(SEVEN).beams("textvqa") is None
+    assert EvalPlan(SEVEN).beams("textvqa") == 1
 
 
 def _server_files(root: Path, name: str) -> None:

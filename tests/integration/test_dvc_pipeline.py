@@ -21,8 +21,8 @@ import yaml
 # four DAG runs (repro, no-op repro, forced rerun, a param-scoped exp run) and the way back: ~10 min on 2 cores
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
-COPY = ["bin", "components", "pipelines", "params", "dvc.yaml", ".dvcignore", ".gitignore", "pyproject.toml",
-        "assets/tokenizers", "infra/deepspeed"]
+COPY = ["bin", "components", "pipelines", "params", "dvc.yaml", "released", ".dvcignore", ".gitignore",
+        "pyproject.toml", "assets/tokenizers", "infra/deepspeed"]
 TRAINING = ("pretrain", "finetune")
 DATA = ("download", "validate", "layouts")
 AFTER_TRAINING = (*TRAINING, "evaluate", "register")
@@ -87,8 +87,9 @@ def _evaluated_and_registered(root, version: str) -> dict:
 def test_repro_is_complete_idempotent_and_param_scoped(project):
     root, env = project
     first = sh("dvc repro", root, env)
-    for stage in (*DATA, *AFTER_TRAINING):
+    for stage in (*DATA, *AFTER_TRAINING, "released/dvc.yaml:evaluate"):
         assert f"Running stage '{stage}'" in first
+    assert (root / "reports/released/results.md").read_text().startswith("Nothing evaluated: `eval.model` is empty")
     images = pq.read_table(root / "data/validated/images.parquet")
     table = pq.read_table(root / "data/layouts/layouts.parquet")
     # pretrain: 4 scenes + 2 easy-VQA + 8 photos; finetune: 4 scenes + 2 easy-VQA + 8 photos
@@ -131,6 +132,17 @@ def test_repro_is_complete_idempotent_and_param_scoped(project):
     back = sh("git checkout params.yaml && dvc repro", root, env)  # README: back to the committed baseline
     assert all(f"Running stage '{stage}'" not in back for stage in (*DATA, *TRAINING))  # restored, not retrained
     assert sh("git status --porcelain", root, env) == "", "the way back did not restore the baseline's bytes"
+
+    # A model the pipeline did not train, scored without training anything (README "Released checkpoints"): here
+    # the pipeline's own export stands in for a released directory; only released/dvc.yaml's stage runs.
+    scored = sh(".venv/bin/dvc exp run released/dvc.yaml -S eval.model=models/finetune -S eval.paper_row=llava-1.5-13b",
+                root, fresh)
+    assert "Running stage 'released/dvc.yaml:evaluate'" in scored
+    assert all(f"Running stage '{stage}'" not in scored for stage in (*DATA, *AFTER_TRAINING))
+    released = json.loads((root / "reports/released/metrics.json").read_text())
+    assert released["headline"] == json.loads((root / "reports/eval/metrics.json").read_text())["headline"]
+    assert "| difference (this run - LLaVA-1.5-13B (paper)) |" in (root / "reports/released/results.md").read_text()
+    sh("git checkout -- . && dvc checkout", root, env)
 
     params = yaml.safe_load((root / "params.yaml").read_text())
     params["slicing"]["preset"] = "uhd-eccv"

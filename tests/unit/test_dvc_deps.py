@@ -10,7 +10,10 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 PACKAGES = ("components", "pipelines")
-STAGES = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+# Every pipeline file's stages: the main DAG's by name, released/dvc.yaml's as `released/dvc.yaml:<name>`.
+STAGES = {**yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"],
+          **{f"released/dvc.yaml:{name}": spec
+             for name, spec in yaml.safe_load((REPO / "released" / "dvc.yaml").read_text())["stages"].items()}}
 
 
 def module_file(name: str) -> Path | None:

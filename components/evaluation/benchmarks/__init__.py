@@ -3,6 +3,10 @@
 ``ADAPTERS[name]`` for name in textvqa, pope, gqa, mme, scienceqa, mmbench, mmbench_cn, vqav2 and vizwiz (the last
 two write submission files: their scores come from the evaluation server); ``load_benchmark(name,
 eval_root)`` reads ``<eval_root>/<folder>`` and raises :class:`BenchmarkMissing` when the files are absent.
+Two layouts are read: the project's (what the embedded dataset writes: ``mme/``, ``gqa/images``) and LLaVA's
+``playground/data/eval`` one, i.e. eval.zip plus the files docs/Evaluation.md has users add (``MME/``,
+``gqa/data/images`` and ``gqa/data/testdev_balanced_questions.json``, the MMBench-CN TSV under ``mmbench/`` as the
+docs say or ``mmbench_cn/`` as scripts/v1_5/eval/mmbench_cn.sh reads it).
 Every locally scored adapter also reports ``unparseable_share`` in its scores and has ``baseline(questions, root)``,
 its trivial baseline computed from the benchmark's own files (its docstring says which one and why).
 """
@@ -11,7 +15,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .choice import MMBench, ScienceQA, mmbench_prompt, read_mmbench_tsv
+from .choice import MMBench, ScienceQA, mmbench_prompt, mmbench_submission, read_mmbench_tsv, write_mmbench_submission
 from .common import BenchmarkMissing, IncompletePredictions, Question
 from .server import VizWiz, VQAv2
 from .vqa import (
@@ -30,10 +34,17 @@ ADAPTERS = {a.name: a for a in (TextVQA(), POPE(), GQA(), MME(), ScienceQA(), MM
 
 
 def benchmark_root(name: str, eval_root: str | Path) -> Path:
-    """The folder an adapter reads: ``<eval_root>/<adapter.folder>`` (e.g. data/raw/synthetic/eval/pope)."""
+    """The folder an adapter reads, ``<eval_root>/<folder>`` (e.g. data/raw/synthetic/eval/pope): the first of the
+    adapter's ``folders`` that holds its question file (the project's names, then LLaVA's eval.zip ones: ``MME``,
+    ``mmbench_cn``), else the first that exists, else the project's (named in the skip reason)."""
     if name not in ADAPTERS:
         raise KeyError(f"unknown benchmark {name!r}; known: {sorted(ADAPTERS)}")
-    return Path(eval_root) / ADAPTERS[name].folder
+    adapter = ADAPTERS[name]
+    candidates = [Path(eval_root) / folder for folder in getattr(adapter, "folders", (adapter.folder,))]
+    marker = getattr(adapter, "marker", None)
+    for found in ([c for c in candidates if marker and (c / marker).exists()] + [c for c in candidates if c.is_dir()]):
+        return found
+    return candidates[0]
 
 
 def load_benchmark(name: str, eval_root: str | Path, num_beams: int | None = None) -> list[Question]:
@@ -43,6 +54,7 @@ def load_benchmark(name: str, eval_root: str | Path, num_beams: int | None = Non
 __all__ = [
     "ADAPTERS", "GQA", "MME", "VQAv2", "VizWiz", "POPE", "BenchmarkMissing", "IncompletePredictions", "MMBench",
     "Question", "ScienceQA",
-    "TextVQA", "benchmark_root", "load_benchmark", "mmbench_prompt", "read_answers_lines", "read_mmbench_tsv",
-    "vizwiz_submission", "vqav2_submission", "write_vizwiz_submission", "write_vqav2_submission",
+    "TextVQA", "benchmark_root", "load_benchmark", "mmbench_prompt", "mmbench_submission", "read_answers_lines",
+    "read_mmbench_tsv", "vizwiz_submission", "vqav2_submission", "write_mmbench_submission",
+    "write_vizwiz_submission", "write_vqav2_submission",
 ]

@@ -3,7 +3,8 @@
 ScienceQA: ``model_vqa_science.py --single-pred-prompt`` prompts (``<image>`` stripped from the human turn, letter
 suffix appended; items without an image stay text-only) and ``eval_science_qa.py`` scoring (IMG-Accuracy over
 items whose prompt had an image). MMBench: ``model_vqa_mmbench.py`` prompts built from the TSV row (hint, question,
-options up to the first absent one, EN or CN suffix) and static CircularEval over all passes.
+options up to the first absent one, EN or CN suffix) and static CircularEval over all passes;
+``write_mmbench_submission`` writes the OpenCompass upload (.xlsx) of any split, the test split's included.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import io
 import math
 import sys
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from PIL import Image
@@ -39,17 +41,21 @@ SQA_SPLITS = "pid_splits.json"
 SQA_IMAGES = "images/test"
 MMBENCH_FILES = {"en": "mmbench_dev_20230712.tsv", "cn": "mmbench_dev_cn_20231003.tsv"}
 MMBENCH_OPTIONS = "ABCD"
+# scripts/convert_mmbench_for_submission.py (haotian-liu/LLaVA@c121f04): these TSV columns are dropped, and
+# `prediction` (the raw answer text) is inserted as the 7th column, e.g. dev EN:
+# index, question, A, B, C, D, prediction, answer, split (the test split has no answer column).
+MMBENCH_UPLOAD_DROPPED = ("hint", "category", "source", "image", "comment", "l2-category")
+MMBENCH_UPLOAD_PREDICTION_COLUMN = 6
 
 
 class ScienceQA:
     name = "scienceqa"
     folder = "scienceqa"
     max_new_tokens = 1024
-    uhd_num_beams = 3
 
     def questions(self, root, num_beams: int | None = None) -> list[Question]:
         root = require(self.name, root, SQA_QUESTIONS, SQA_IMAGES)
-        beams, meta = decoding(num_beams, self.uhd_num_beams, self.max_new_tokens)
+        beams, meta = decoding(num_beams, self.max_new_tokens)
         out = []
         for item in read_json(root / SQA_QUESTIONS):
             text = item["conversations"][0]["value"].replace(IMAGE_TOKEN, "").strip() + "\n" + LETTER_ANSWER
@@ -147,19 +153,20 @@ def decode_base64_image(data: str) -> Image.Image:
 
 class MMBench:
     folder = "mmbench"
+    # LLaVA's docs/Evaluation.md put both TSVs under mmbench/; its scripts/v1_5/eval/mmbench_cn.sh reads mmbench_cn/
     max_new_tokens = 1024
-    uhd_num_beams = 1  # UHD samples MMBench-CN at temperature 0.2 (eval.md §5.6); we stay greedy
 
     def __init__(self, lang: str = "en"):
         if lang not in MMBENCH_FILES:
             raise ValueError(f"mmbench lang must be one of {sorted(MMBENCH_FILES)}")
         self.lang = lang
         self.name = "mmbench" if lang == "en" else "mmbench_cn"
-        self.file = MMBENCH_FILES[lang]
+        self.file = self.marker = MMBENCH_FILES[lang]
+        self.folders = ("mmbench",) if lang == "en" else ("mmbench", "mmbench_cn")
 
     def questions(self, root, num_beams: int | None = None) -> list[Question]:
         root = require(self.name, root, self.file)
-        beams, meta = decoding(num_beams, self.uhd_num_beams, self.max_new_tokens)
+        beams, meta = decoding(num_beams, self.max_new_tokens)
         out = []
         for row in read_mmbench_tsv(root / self.file):
             text, options = mmbench_prompt(row, self.lang)
@@ -193,3 +200,30 @@ class MMBench:
         return better_baseline({"score": chance, "rule": "chance: a uniform random letter on every pass"},
                                best_fixed_answer(self.score, questions, root, MMBENCH_OPTIONS,
                                                  "the best single letter"))
+
+
+def mmbench_submission(tsv_path, answers: Mapping[Any, str]):
+    """The OpenCompass upload table (a pandas DataFrame) of an MMBench TSV (EN or CN; dev or test) and
+    ``{question_id (the TSV index): answer text}``, as ``convert_mmbench_for_submission.py`` builds it; rows without
+    an answer keep an empty prediction, as there. Read with pandas like the reference, so cells parse the same."""
+    import pandas as pd
+
+    table = pd.read_table(tsv_path)
+    upload = table.drop(columns=[c for c in MMBENCH_UPLOAD_DROPPED if c in table.columns])
+    upload.insert(min(MMBENCH_UPLOAD_PREDICTION_COLUMN, len(upload.columns)), "prediction", None)
+    by_index = {int(k): v for k, v in answers.items()}
+    upload["prediction"] = [by_index.get(int(i)) for i in table["index"]]
+    return upload
+
+
+def write_mmbench_submission(tsv_path, answers_jsonl, dst) -> dict:
+    """TSV + the runner's answers JSONL -> ``dst`` (.xlsx, openpyxl) for the OpenCompass MMBench server; returns
+    ``{rows, answered, error_line}``. Not a DVC output: an .xlsx holds its write time, so it is never byte-stable."""
+    from .vqa import read_answers_lines
+
+    with open(answers_jsonl, encoding="utf-8") as f:
+        answers, errors = read_answers_lines(f)
+    upload = mmbench_submission(tsv_path, answers)
+    Path(dst).parent.mkdir(parents=True, exist_ok=True)
+    upload.to_excel(dst, index=False, engine="openpyxl")
+    return {"rows": len(upload), "answered": int(upload["prediction"].notna().sum()), "error_line": errors}

@@ -17,7 +17,8 @@ from typing import Any
 VIZWIZ_SUFFIX = "When the provided information is insufficient, respond with 'Unanswerable'."
 LETTER_SUFFIX_CN = "请直接回答选项字母。"
 
-# LLaVA-1.5 decodes greedily everywhere (eval.md §1); LLaVA-UHD's scripts change num_beams (eval.md §5.6).
+# LLaVA-1.5 decodes greedily everywhere (eval.md §1); other protocols' beams come from
+# components/evaluation/protocols.py through ``num_beams``.
 LLAVA_NUM_BEAMS = 1
 
 
@@ -34,6 +35,7 @@ class Question:
     num_beams: int = LLAVA_NUM_BEAMS
     metadata: dict = field(default_factory=dict)
     key: Any = None  # unique id when question_id repeats (MME: two questions per image path)
+    temperature: float = 0.0  # > 0: sampled (seeded per question by the runner); 0: greedy or beam search
 
     @property
     def uid(self) -> Any:
@@ -65,6 +67,12 @@ def require(benchmark: str, root: str | Path, *rels: str) -> Path:
     return root
 
 
+def locate(root: str | Path, *candidates: str) -> str:
+    """The first relative path of ``candidates`` that exists under ``root`` (the project's layout first, then
+    LLaVA's eval.zip one), else the first, so a missing file is reported under the project's name."""
+    return next((c for c in candidates if (Path(root) / c).exists()), candidates[0])
+
+
 def read_jsonl(path: str | Path) -> list[dict]:
     with open(path, encoding="utf-8") as f:
         return [json.loads(line) for line in f if line.strip()]
@@ -75,12 +83,12 @@ def read_json(path: str | Path) -> Any:
         return json.load(f)
 
 
-def decoding(num_beams: int | None, reference_uhd: int, max_new_tokens: int) -> tuple[int, dict]:
-    """(num_beams to use, metadata recording it). ``None`` -> LLaVA-1.5 greedy; the UHD scripts' value is kept."""
+def decoding(num_beams: int | None, max_new_tokens: int) -> tuple[int, dict]:
+    """(num_beams to use, metadata recording it). ``None`` -> LLaVA-1.5 greedy."""
     beams = LLAVA_NUM_BEAMS if num_beams is None else int(num_beams)
     if beams < 1:
         raise ValueError(f"num_beams must be >= 1, got {beams}")
-    return beams, {"num_beams": beams, "uhd_reference_num_beams": reference_uhd, "max_new_tokens": max_new_tokens}
+    return beams, {"num_beams": beams, "max_new_tokens": max_new_tokens}
 
 
 def ordered_predictions(benchmark: str, questions: Sequence[Question], predictions: Mapping[Any, str],

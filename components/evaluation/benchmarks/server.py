@@ -19,12 +19,11 @@ from .vqa import vizwiz_submission, vqav2_submission
 class _ServerScored:
     name = folder = questions_file = images = full_split = ""
     max_new_tokens = 128
-    uhd_num_beams = 3
     headline_available = False  # the stage reports these as "submission written", never as a score
 
     def questions(self, root, num_beams: int | None = None) -> list[Question]:
         root = require(self.name, root, self.questions_file, self.images)
-        beams, meta = decoding(num_beams, self.uhd_num_beams, self.max_new_tokens)
+        beams, meta = decoding(num_beams, self.max_new_tokens)
         return [Question(line["question_id"], root / self.images / line["image"], line["text"], self.max_new_tokens,
                          beams, dict(meta)) for line in read_jsonl(root / self.questions_file)]
 

@@ -20,6 +20,7 @@ from .common import (
     Question,
     best_fixed_answer,
     decoding,
+    locate,
     ordered_predictions,
     read_json,
     read_jsonl,
@@ -31,19 +32,19 @@ TEXTVQA_QUESTIONS = "llava_textvqa_val_v051_ocr.jsonl"
 TEXTVQA_ANNOTATIONS = "TextVQA_0.5.1_val.json"
 TEXTVQA_IMAGES = "train_images"
 GQA_QUESTIONS = "llava_gqa_testdev_balanced.jsonl"
-GQA_ANNOTATIONS = "testdev_balanced_questions.json"
-GQA_IMAGES = "images"
+# the project's layout, then LLaVA's (docs/Evaluation.md: the GQA release goes under gqa/data, as eval.py runs there)
+GQA_ANNOTATIONS = ("testdev_balanced_questions.json", "data/testdev_balanced_questions.json")
+GQA_IMAGES = ("images", "data/images")
 
 
 class TextVQA:
     name = "textvqa"
     folder = "textvqa"
     max_new_tokens = 128
-    uhd_num_beams = 3
 
     def questions(self, root, num_beams: int | None = None) -> list[Question]:
         root = require(self.name, root, TEXTVQA_QUESTIONS, TEXTVQA_IMAGES)
-        beams, meta = decoding(num_beams, self.uhd_num_beams, self.max_new_tokens)
+        beams, meta = decoding(num_beams, self.max_new_tokens)
         return [Question(line["question_id"], root / TEXTVQA_IMAGES / line["image"], line["text"],
                          self.max_new_tokens, beams, dict(meta)) for line in read_jsonl(root / TEXTVQA_QUESTIONS)]
 
@@ -81,21 +82,25 @@ class TextVQA:
 class GQA:
     name = "gqa"
     folder = "gqa"
+    marker = GQA_QUESTIONS
     max_new_tokens = 128
-    uhd_num_beams = 3
 
     def questions(self, root, num_beams: int | None = None) -> list[Question]:
-        root = require(self.name, root, GQA_QUESTIONS, GQA_IMAGES)
-        beams, meta = decoding(num_beams, self.uhd_num_beams, self.max_new_tokens)
-        return [Question(line["question_id"], root / GQA_IMAGES / line["image"], line["text"], self.max_new_tokens,
+        images = locate(root, *GQA_IMAGES)
+        root = require(self.name, root, GQA_QUESTIONS, images)
+        beams, meta = decoding(num_beams, self.max_new_tokens)
+        return [Question(line["question_id"], root / images / line["image"], line["text"], self.max_new_tokens,
                          beams, {**meta, "category": line.get("category")})
                 for line in read_jsonl(root / GQA_QUESTIONS)]
+
+    def _annotations(self, root) -> Path:
+        annotations = locate(root, *GQA_ANNOTATIONS)
+        return require(self.name, root, annotations) / annotations
 
     def score(self, questions: Sequence[Question], predictions: Mapping[Any, str], root) -> dict:
         """GQA ``eval.py --tier testdev_balanced``: exact match after ``convert_gqa_for_eval``; every balanced
         question of the question file needs a prediction (eval.py raises on a missing one)."""
-        root = require(self.name, root, GQA_ANNOTATIONS)
-        annotations = read_json(root / GQA_ANNOTATIONS)
+        annotations = read_json(self._annotations(root))
         preds = ordered_predictions(self.name, questions, predictions)
         rows = [{"text": text, "gold": annotations[str(q.question_id)]["answer"],
                  "is_balanced": annotations[str(q.question_id)].get("isBalanced", True)}
@@ -108,7 +113,7 @@ class GQA:
     def baseline(self, questions: Sequence[Question], root) -> dict:
         """Majority answer: the most frequent gold answer of the balanced questions, given to every question
         (GQA's "prior" baseline). An open answer has no chance level; this is what the answer prior alone earns."""
-        annotations = read_json(require(self.name, root, GQA_ANNOTATIONS) / GQA_ANNOTATIONS)
+        annotations = read_json(self._annotations(root))
         gold = [annotations[str(q.question_id)] for q in questions]
         counts = Counter(a["answer"] for a in gold if a.get("isBalanced", True))
         return best_fixed_answer(self.score, questions, root, [counts.most_common(1)[0][0]], "majority answer")

@@ -37,11 +37,10 @@ class POPE:
     name = "pope"
     folder = "pope"
     max_new_tokens = 128
-    uhd_num_beams = 1
 
     def questions(self, root, num_beams: int | None = None) -> list[Question]:
         root = require(self.name, root, POPE_QUESTIONS, POPE_ANNOTATIONS, POPE_IMAGES)
-        beams, meta = decoding(num_beams, self.uhd_num_beams, self.max_new_tokens)
+        beams, meta = decoding(num_beams, self.max_new_tokens)
         return [Question(line["question_id"], root / POPE_IMAGES / line["image"], line["text"], self.max_new_tokens,
                          beams, {**meta, "category": line["category"]}) for line in read_jsonl(root / POPE_QUESTIONS)]
 
@@ -120,12 +119,13 @@ def mme_rows(questions: Sequence[Question], preds: Sequence[str], gt: Mapping) -
 class MME:
     name = "mme"
     folder = "mme"
+    folders = ("mme", "MME")  # the project's, LLaVA's eval.zip
+    marker = MME_QUESTIONS
     max_new_tokens = 128
-    uhd_num_beams = 5
 
     def questions(self, root, num_beams: int | None = None) -> list[Question]:
         root = require(self.name, root, MME_QUESTIONS, MME_RELEASE)
-        beams, meta = decoding(num_beams, self.uhd_num_beams, self.max_new_tokens)
+        beams, meta = decoding(num_beams, self.max_new_tokens)
         out, seen = [], {}
         for line in read_jsonl(root / MME_QUESTIONS):
             k = seen[line["question_id"]] = seen.get(line["question_id"], -1) + 1

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import torch
 
+from components.compression import MLP
 from components.data.conversation import IMAGE_TOKEN
 from components.slicing.anyres import get_anyres_preset
 
@@ -130,7 +131,7 @@ def _converted(vision, text, state, tokenizer, image_id: int, preset: str, sourc
     if text.tie_word_embeddings:
         state.pop("language_model.lm_head.weight", None)  # the embeddings, loaded once
     tokenizer.chat_template = QWEN_1_5_CHAT_TEMPLATE
-    config = LlavaUhdConfig(vision_config=vision.to_dict(), text_config=text.to_dict(), compressor="mlp",
+    config = LlavaUhdConfig(vision_config=vision.to_dict(), text_config=text.to_dict(), compressor=MLP,
                             spatial_schema=False, strategy="anyres", preset=preset, vision_feature_layer=-1,
                             image_token_id=int(image_id), tie_word_embeddings=text.tie_word_embeddings,
                             conversation="chat_template")

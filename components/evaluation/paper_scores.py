@@ -1,4 +1,4 @@
-"""The published scores the reports compare with (shared/reference/eval.md §4), one row per released model.
+"""The published scores the evaluation reports compare with (shared/reference/eval.md §4), one row per released model.
 
 Ids are what `eval.paper_row` takes; the evaluate reports print the label and, for the chosen row, the difference.
 Only rows whose numbers the references hold: LLaVA-OneVision's paper reports other benchmarks, so it has none here.
