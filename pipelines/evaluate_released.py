@@ -44,8 +44,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _nothing_to_score(reports: Path) -> int:
-    """released/dvc.yaml runs with every `dvc repro`: with eval.model empty it records that there was nothing to
-    score (the pipeline's own model is reports/eval's), so the stage is cheap and its outputs exist."""
+    """With eval.model empty (the committed default) the stage records that there was nothing to score (the
+    pipeline's own model is reports/eval's): that record is the baseline released/dvc.lock and `dvc status` hold."""
     reports.mkdir(parents=True, exist_ok=True)
     (reports / "metrics.json").write_text("{}\n", encoding="utf-8")
     (reports / "provenance.json").write_text('{"provenance": {"model_source": null}}\n', encoding="utf-8")
