@@ -312,6 +312,9 @@ class EvalConfig:
     paper_row: str = ""  # the published row results.md puts the scores beside, with the difference ('' = none)
     device: str = "auto"  # auto (cuda when there is one, else cpu) | cpu | cuda | cuda:N
     dtype: str = "auto"  # auto (float16 on cuda, as the references; float32 on cpu) | float32 | bfloat16 | float16
+    # an existing LLaVA playground/data/eval folder read as is by both evaluate stages; '' = by data.source (embedded:
+    # data/raw/synthetic/eval; hub: the downloads linked into data/raw/eval_hub, components/data/eval_layout.py)
+    root: str = ""
 
     # keys of older params files, with what replaced them (parse names the replacement instead of "unknown key")
     RETIRED = {"decoding": "eval.protocol (llava-1.5 = the old `llava`, uhd-eccv = `uhd-scripts` + pre_resize 1024)",
@@ -330,6 +333,8 @@ class EvalConfig:
                  "auto, cpu, cuda or cuda:N", self.device)
         _require(self.dtype in ("auto", "float32", "bfloat16", "float16"), "dtype",
                  "auto, float32, bfloat16 or float16", self.dtype)
+        _require(self.root == self.root.strip(), "root", "a folder path without surrounding spaces ('' = by "
+                 "data.source)", self.root)
 
 
 @dataclass(frozen=True)

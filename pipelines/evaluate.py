@@ -1,8 +1,8 @@
 """DVC stage `evaluate`: the finetuned model on the paper's benchmarks, scored with the LLaVA reference scorers.
 
 models/finetune/ (the weights; models/finetune.json, this machine's record of the training run, only links the
-MLflow runs) + the benchmark files (embedded: data/raw/synthetic/eval; hub: LLaVA's eval.zip layout under
-data/raw/eval_llava_bundle/eval)
+MLflow runs) + the benchmark files (`eval.root` when set; embedded: data/raw/synthetic/eval; hub: the downloads
+linked into LLaVA's playground/data/eval layout at data/raw/eval_hub, rebuilt at the stage's start)
 -> components.evaluation.suite.run_suite -> reports/eval/{metrics.json, provenance.json, results.md, scores.csv,
 benchmarks.png} and data/eval/{answers, submissions}, byte-identical on a rerun of the same weights; speed.json
 (this machine's questions/s, gitignored). The scores are also logged to an MLflow run in `<prefix>-evaluate`
@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from components.config import load_params
-from components.evaluation.exported_model import EVAL_ROOTS, score_and_report
+from components.evaluation.exported_model import score_and_report, stage_eval_root
 from components.evaluation.model_source import load_for_evaluation, placement
 from components.threads import use_cpu_cores
 
@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--pointer", default="models/finetune.json", help="the training run's record (MLflow links)")
     parser.add_argument("--model-dir", default="models/finetune")
-    parser.add_argument("--eval-root", default=None, help="benchmark folders (default: by data.source)")
+    parser.add_argument("--eval-root", default=None, help="benchmark folders (default: eval.root, else by data.source)")
     parser.add_argument("--out", default="data/eval", help="answers JSONL and submission files")
     parser.add_argument("--reports", default="reports/eval")
     parser.add_argument("--no-mlflow", action="store_true", help="do not log the scores to MLflow")
@@ -36,10 +36,14 @@ def main(argv: list[str] | None = None) -> int:
     if not (Path(args.model_dir) / "model.safetensors").exists():
         print(f"{args.model_dir}/model.safetensors not found: run `dvc repro finetune` first", file=sys.stderr)
         return 2
+    try:
+        eval_root = args.eval_root or stage_eval_root(params)
+    except OSError as err:  # eval.root is not a folder, or a real file sits among data/raw/eval_hub's links
+        print(f"evaluate: {err}", file=sys.stderr)
+        return 2
     use_cpu_cores()
     found = load_for_evaluation("", args.model_dir, params.model)
     found.model.to(*placement(params.eval.device, params.eval.dtype))
-    eval_root = args.eval_root or EVAL_ROOTS[params.data.source]
     score_and_report(found, params, eval_root, args.out, args.reports, Path(args.pointer), not args.no_mlflow)
     return 0
 

@@ -1,6 +1,7 @@
 """DVC stage `evaluate` of released/dvc.yaml: a model this pipeline did not train (`eval.model`: a released
 checkpoint converted on the fly, a `uhd convert` directory or a registered model; components/evaluation/
-model_source.py) on benchmark files fetched alone (components.data.raw_data.acquire_benchmarks), with no training
+model_source.py) on benchmark files fetched alone (components.data.raw_data.acquire_benchmarks; `eval.root`: a LLaVA
+playground/data/eval folder the user has, read as is, nothing fetched), with no training
 and none of the main DAG's outputs -> reports/released/{metrics.json, provenance.json, results.md (beside
 `eval.paper_row` with the difference), scores.csv, benchmarks.png} and data/released/. With eval.model empty it
 records that there was nothing to score.
@@ -14,7 +15,7 @@ from pathlib import Path
 
 from components.config import load_params
 from components.data.raw_data import acquire_benchmarks
-from components.evaluation.exported_model import score_and_report
+from components.evaluation.exported_model import given_eval_root, score_and_report
 from components.evaluation.model_source import load_for_evaluation, placement
 from components.threads import use_cpu_cores
 
@@ -31,6 +32,11 @@ def main(argv: list[str] | None = None) -> int:
     spec = params.eval.model
     if not spec:
         return _nothing_to_score(Path(args.reports))
+    try:  # eval.root: the user's own benchmark folder, so nothing is fetched
+        eval_root = given_eval_root(params.eval.root) if params.eval.root else None
+    except OSError as err:
+        print(f"evaluate-released: {err}", file=sys.stderr)
+        return 2
     use_cpu_cores()
     try:
         found = load_for_evaluation(spec, "", params.model, params.eval.vision_tower, params.tracking.uri or None)
@@ -38,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError, LookupError) as err:  # a bad path, format or URI: one line that says which
         print(f"evaluate-released: eval.model={spec!r}: {err}", file=sys.stderr)
         return 2
-    eval_root = str(acquire_benchmarks(args.raw, params.data))
+    eval_root = eval_root or str(acquire_benchmarks(args.raw, params.data))
     score_and_report(found, params, eval_root, args.out, args.reports, log_mlflow=not args.no_mlflow)
     return 0
 

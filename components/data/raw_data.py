@@ -41,7 +41,8 @@ def hub_manifest(raw: Path, data: DataConfig) -> pa.Table:
 def acquire_benchmarks(raw: str | Path, data: DataConfig) -> Path:
     """The benchmark files alone, for evaluating a model this pipeline did not train (released/dvc.yaml): their
     root. Embedded: the download stage's when present, else generated on their own (each benchmark has its own
-    random stream, so the bytes are the same); hub: LLaVA's eval.zip and the benchmarks' sources, nothing else."""
+    random stream, so the bytes are the same); hub: LLaVA's eval.zip and the benchmarks' sources, nothing else, linked
+    into one LLaVA playground/data/eval folder, <raw>/eval_hub (eval_layout.py)."""
     from .synthetic_eval import write_benchmarks
 
     raw = Path(raw)
@@ -54,9 +55,10 @@ def acquire_benchmarks(raw: str | Path, data: DataConfig) -> Path:
         return out / "eval"
     from .catalog import EVAL_DATASETS
     from .download import download_all
+    from .eval_layout import build_hub_eval_root
 
     download_all(raw, limit=data.hub.limit, workers=data.hub.workers, names=EVAL_DATASETS)
-    return raw / "eval_llava_bundle" / "eval"
+    return build_hub_eval_root(raw).root
 
 
 def acquire_raw_data(raw: str | Path, data: DataConfig) -> pa.Table:

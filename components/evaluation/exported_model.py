@@ -12,12 +12,33 @@ import shutil
 from pathlib import Path
 
 from components.compression import effective_compressor, effective_spatial_schema
+from components.data.eval_layout import HUB_EVAL_DIR, build_hub_eval_root
 from components.evaluation.report import write_reports
 from components.evaluation.suite import EvalPlan, answer_template, run_suite
 from components.tracking.registry import git_commit
 
-# The benchmark folders of each data.source (embedded: the synthetic set; hub: LLaVA's eval.zip layout).
-EVAL_ROOTS = {"synthetic": "data/raw/synthetic/eval", "hub": "data/raw/eval_llava_bundle/eval"}
+# The benchmark folders of each data.source under data/raw (embedded: the synthetic set; hub: the downloads linked
+# into LLaVA's playground/data/eval layout by components/data/eval_layout.py).
+EVAL_ROOTS = {"synthetic": "data/raw/synthetic/eval", "hub": f"data/raw/{HUB_EVAL_DIR}"}
+
+
+def given_eval_root(root: str) -> str:
+    """`eval.root` as is: a LLaVA playground/data/eval folder the user already has (read, never changed)."""
+    if not Path(root).is_dir():
+        raise FileNotFoundError(f"eval.root={root!r} is not a folder: name an existing LLaVA playground/data/eval "
+                                f"folder, or set eval.root '' to use the benchmarks of data.source")
+    return root
+
+
+def stage_eval_root(params, raw: str = "data/raw") -> str:
+    """The main evaluate stage's benchmark root: `eval.root` when set, else data.source's. Hub: its links are built
+    here, at the stage's start, from what the download left (this stage depends on the download's manifest, so the
+    links always match the files it pins; building them is cheap)."""
+    if params.eval.root:
+        return given_eval_root(params.eval.root)
+    if params.data.source == "hub":
+        return str(build_hub_eval_root(raw).root)  # data/raw/eval_hub = EVAL_ROOTS["hub"]
+    return EVAL_ROOTS[params.data.source]
 
 
 def provenance(sha: str, model, data_source: str, plan: EvalPlan, eval_root: str, model_source: dict | None = None

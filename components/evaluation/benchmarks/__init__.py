@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from components.data.eval_layout import missing_hints
+
 from .choice import MMBench, ScienceQA, mmbench_prompt, mmbench_submission, read_mmbench_tsv, write_mmbench_submission
 from .common import BenchmarkMissing, IncompletePredictions, Question
 from .server import VizWiz, VQAv2
@@ -48,7 +50,15 @@ def benchmark_root(name: str, eval_root: str | Path) -> Path:
 
 
 def load_benchmark(name: str, eval_root: str | Path, num_beams: int | None = None) -> list[Question]:
-    return ADAPTERS[name].questions(benchmark_root(name, eval_root), num_beams=num_beams)
+    """The benchmark's questions; BenchmarkMissing when its files are absent, whose reason, on the hub root, also
+    says what to place where (components/data/eval_layout.py records what its build could not link)."""
+    try:
+        return ADAPTERS[name].questions(benchmark_root(name, eval_root), num_beams=num_beams)
+    except BenchmarkMissing as missing:
+        hints = missing_hints(eval_root, name)
+        if not hints:
+            raise
+        raise BenchmarkMissing(name, f"{missing.reason}; not linked: " + "; ".join(hints)) from None
 
 
 __all__ = [
