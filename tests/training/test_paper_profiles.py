@@ -34,10 +34,12 @@ def test_paper_profile_parses_and_builds_on_meta(repo_root, size):
     # every key of the default params is present (load_params would reject a missing one): same blocks, except
     # that the paper decodes up to each benchmark's own length (LLaVA-1.5: 128) where the embedded default stops
     # at 8 tokens (its answers are at most 7: a six-digit code and the end of turn), and runs the protocol's batch
-    # size (1, as LLaVA-1.5's scripts) where the float32 embedded default batches 8
+    # size (1, as LLaVA-1.5's scripts) where the float32 embedded default batches 8; the 13B profile's results.md
+    # adds the arXiv paper's row with the difference (its Table 1 reports 13B only)
     default = load_params(repo_root / "params.yaml")
     assert params.eval.max_new_tokens == 0 and default.eval.max_new_tokens == 8
-    assert params.eval == dataclasses.replace(default.eval, max_new_tokens=0, batch_size=0)
+    paper_row = {"7b": "", "13b": "llava-uhd-13b"}[size]
+    assert params.eval == dataclasses.replace(default.eval, max_new_tokens=0, batch_size=0, paper_row=paper_row)
     assert params.registry == default.registry
 
     cfg = _train_config(params, "finetune", repo_root)
