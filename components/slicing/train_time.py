@@ -11,7 +11,7 @@ so the layouts stage (which counts the tokens) and the training dataset (which m
 decision for every image without talking to each other, on every run and every worker.
 
 The layout itself is still planned by the one slicing engine, on the resized size. Evaluation and inference never
-use this module: they have their own `eval.pre_resize`.
+use this module: evaluation pre-resizes through `eval.protocol` (uhd-eccv: 1024, components/evaluation/protocols.py).
 """
 
 from __future__ import annotations
