@@ -24,9 +24,10 @@ import torch
 from components.config import ModelConfig
 from components.evaluation.compute import FLOPS_MODEL
 from components.model.architectures import ModelSpec, spec_of
+from components.model.convert import CONVERSION_RECORD
+from components.model.convert.checkpoint import weight_files
 from components.tracking.mlflow_logging import sha256_file
 
-CONVERSION_RECORD = "conversion.json"  # what `uhd convert` writes beside the weights
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -45,14 +46,6 @@ def weights_digest(files: list[Path]) -> str:
         return sha256_file(files[0])
     lines = "".join(f"{f.name} {sha256_file(f)}\n" for f in sorted(files))
     return hashlib.sha256(lines.encode()).hexdigest()
-
-
-def weight_files(directory: Path) -> list[Path]:
-    files = sorted(directory.glob("*.safetensors")) or sorted(directory.glob("*.bin"))
-    files = [f for f in files if not f.name.startswith("training_args")]
-    if not files:
-        raise FileNotFoundError(f"{directory} holds no *.safetensors or *.bin weights")
-    return files
 
 
 def placement(device: str = "auto", dtype: str = "auto") -> tuple[torch.device, torch.dtype]:

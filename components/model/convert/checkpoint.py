@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from dataclasses import dataclass, field
@@ -47,15 +46,20 @@ def read_json(src: Path, name: str) -> dict:
     return json.loads(path.read_text())
 
 
-def read_state_dict(src: Path) -> dict[str, torch.Tensor]:
-    """Every tensor of a checkpoint directory: safetensors (one file or an index's shards), else `.bin` files through
-    `torch.load(weights_only=True)` (never arbitrary pickles)."""
+def weight_files(src: Path) -> list[Path]:
+    """A checkpoint directory's weight files: safetensors (one file or an index's shards), else `.bin` files."""
     files = sorted(src.glob("*.safetensors")) or sorted(src.glob("*.bin"))
     files = [f for f in files if not f.name.startswith("training_args")]
     if not files:
         raise ConversionError(f"{src} holds no *.safetensors or *.bin weights")
+    return files
+
+
+def read_state_dict(src: Path) -> dict[str, torch.Tensor]:
+    """Every tensor of a checkpoint directory's weight files, `.bin` through `torch.load(weights_only=True)` (never
+    arbitrary pickles)."""
     state: dict[str, torch.Tensor] = {}
-    for path in files:
+    for path in weight_files(src):
         part = load_file(str(path)) if path.suffix == ".safetensors" else torch.load(path, map_location="cpu",
                                                                                     weights_only=True)
         clash = state.keys() & part.keys()
@@ -89,16 +93,26 @@ def _named(key: str, origin: dict[str, str]) -> str:
     return f"{key} (checkpoint: {origin[key]})" if key in origin and origin[key] != key else key
 
 
-def rename_keys(state: dict[str, torch.Tensor], rules: list[tuple[str, str]]) -> tuple[dict, dict[str, str]]:
-    """Each key through the first regex rule `(pattern, replacement)` that matches; a key no rule matches keeps its
-    name, so `load_exactly` reports it as unexpected. Returns the renamed state and new name -> checkpoint name."""
+def rename_keys(state: dict[str, torch.Tensor], rules, strict_format: str | None = None
+                ) -> tuple[dict, dict[str, str]]:
+    """Each key through the first regex rule `(pattern, replacement)` that matches. A key no rule matches keeps its
+    name, so `load_exactly` reports it as unexpected beside the missing ones; with `strict_format` (the format's name)
+    such keys raise here instead, at conversion, before a model is built. Returns the renamed state and
+    new name -> checkpoint name."""
     compiled = [(re.compile(pattern), replacement) for pattern, replacement in rules]
-    renamed, origin = {}, {}
+    renamed, origin, unknown = {}, {}, []
     for key, tensor in state.items():
-        new = next((pattern.sub(replacement, key) for pattern, replacement in compiled if pattern.match(key)), key)
+        new = next((pattern.sub(replacement, key, count=1) for pattern, replacement in compiled
+                    if pattern.match(key)), None)
+        if new is None:
+            unknown.append(key)
+            new = key
         if new in renamed:
             raise ConversionError(f"checkpoint keys {origin[new]} and {key} both map to {new}")
         renamed[new], origin[new] = tensor, key
+    if strict_format and unknown:
+        more = f" (+{len(unknown) - 20} more)" if len(unknown) > 20 else ""
+        raise ConversionError(f"{strict_format}: unknown keys {sorted(unknown)[:20]}{more}: is it the right --format?")
     return renamed, origin
 
 
@@ -116,14 +130,10 @@ def drop_unused_vision_layers(state: dict[str, torch.Tensor], prefix: str, num_l
 
 def sha256_files(directory: Path) -> list[dict]:
     """name, bytes and sha256 of every file directly in `directory` (what conversion.json records as the source)."""
-    out = []
-    for path in sorted(p for p in directory.iterdir() if p.is_file()):
-        digest = hashlib.sha256()
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-        out.append({"name": path.name, "bytes": path.stat().st_size, "sha256": digest.hexdigest()})
-    return out
+    from components.tracking.mlflow_logging import sha256_file  # imported when writing a record: MLflow is heavy
+
+    return [{"name": path.name, "bytes": path.stat().st_size, "sha256": sha256_file(path)}
+            for path in sorted(p for p in directory.iterdir() if p.is_file())]
 
 
 # Buffers old checkpoints saved that transformers now recomputes from the config (non-persistent): RoPE's inverse

@@ -30,7 +30,15 @@ from components.compression import MLP
 from components.data.conversation import IMAGE_TOKEN
 from components.slicing.anyres import get_anyres_preset
 
-from .checkpoint import ConversionError, Converted, read_json, read_state_dict
+from .checkpoint import (
+    ConversionError,
+    Converted,
+    drop_recomputed_buffers,
+    drop_unused_vision_layers,
+    read_json,
+    read_state_dict,
+    rename_keys,
+)
 
 HF_FORMAT, REPO_FORMAT = "llava-onevision-hf", "llava-onevision"
 HF_PRESET, REPO_PRESET = "onevision", "onevision-repo"
@@ -70,8 +78,6 @@ REPO_KEYS = (
     (r"^model\.(embed_tokens|layers|norm)\.", r"language_model.model.\1."),
     (r"^lm_head\.", "language_model.lm_head."),
 )
-# Derived buffers some older Qwen2 checkpoints saved; recomputed from the config.
-DERIVED = re.compile(r"\.rotary_emb\.inv_freq$")
 
 
 # ------------------------------------------------------------------------------------------------ the two formats
@@ -93,22 +99,22 @@ def convert_onevision_hf(src: Path, vision_tower: Path | None = None) -> Convert
     if token_id != image_id:
         raise ConversionError(f"{src}: config image_token_id {image_id} is not the tokenizer's {IMAGE_TOKEN} id "
                               f"{token_id}: tokenizer and weights do not belong together")
-    state = rename_keys(read_state_dict(src), HF_KEYS, HF_FORMAT)
-    vision, state, dropped = _keep_feature_layers(vision, cfg["vision_feature_layer"], state)
+    state, origin = _renamed(src, HF_KEYS, HF_FORMAT)
+    vision, dropped = _keep_feature_layers(vision, cfg["vision_feature_layer"], state)
     source = {"format": HF_FORMAT, "preset": HF_PRESET, "vision_config": "config.json vision_config",
               "vision_feature_layer": cfg["vision_feature_layer"], "dropped_keys": dropped,
               "chat_template": "LLaVA-NeXT conv_qwen_1_5 (ChatML, default system prompt)"}
-    return _converted(vision, text, state, tokenizer, image_id, HF_PRESET, source)
+    return _converted(vision, text, state, tokenizer, image_id, HF_PRESET, source, origin)
 
 
 def convert_onevision(src: Path, vision_tower: Path | None = None) -> Converted:
     """lmms-lab/llava-onevision-qwen2-*-ov (LLaVA-NeXT's LlavaQwenForCausalLM layout)."""
     cfg = read_json(src, "config.json")
     _check_repo_config(cfg)
-    state = rename_keys(read_state_dict(src), REPO_KEYS, REPO_FORMAT)
+    state, origin = _renamed(src, REPO_KEYS, REPO_FORMAT)
     vision, vision_note = _repo_vision_config(state, vision_tower)
     _check_geometry(vision.image_size, vision.patch_size, REPO_PRESET)
-    vision, state, dropped = _keep_feature_layers(vision, -1, state)  # a SigLIP head, if one was saved
+    vision, dropped = _keep_feature_layers(vision, -1, state)  # a SigLIP head, if one was saved
     text = _qwen2_config(cfg)
     tokenizer = _load_tokenizer(src)
     had_image = IMAGE_TOKEN in tokenizer.get_vocab()
@@ -121,10 +127,10 @@ def convert_onevision(src: Path, vision_tower: Path | None = None) -> Converted:
               "vision_feature_layer": "-1 of the checkpoint's truncated SigLIP (LLaVA-NeXT ignores "
                                       f"mm_vision_select_layer={cfg.get('mm_vision_select_layer')} for SigLIP)",
               "chat_template": "LLaVA-NeXT conv_qwen_1_5 (ChatML, default system prompt)"}
-    return _converted(vision, text, state, tokenizer, image_id, REPO_PRESET, source)
+    return _converted(vision, text, state, tokenizer, image_id, REPO_PRESET, source, origin)
 
 
-def _converted(vision, text, state, tokenizer, image_id: int, preset: str, source: dict) -> Converted:
+def _converted(vision, text, state, tokenizer, image_id: int, preset: str, source: dict, origin: dict) -> Converted:
     from components.model.modeling import LlavaUhdConfig
 
     text.tie_word_embeddings = _tied(state, text)
@@ -135,30 +141,19 @@ def _converted(vision, text, state, tokenizer, image_id: int, preset: str, sourc
                             spatial_schema=False, strategy="anyres", preset=preset, vision_feature_layer=-1,
                             image_token_id=int(image_id), tie_word_embeddings=text.tie_word_embeddings,
                             conversation="chat_template")
-    return Converted(config, state, tokenizer, source)
+    return Converted(config, state, tokenizer, source, origin)
 
 
 # ------------------------------------------------------------------------------------------------ keys
 
 
-def rename_keys(state: dict[str, torch.Tensor], rules, fmt: str) -> dict[str, torch.Tensor]:
-    """Every key through the first rule that matches; keys no rule knows raise with their names (a wrong
-    --format, or a checkpoint with parts this project has no place for)."""
-    compiled = [(re.compile(pattern), repl) for pattern, repl in rules]
-    out, unknown = {}, []
-    for key, tensor in state.items():
-        if DERIVED.search(key):
-            continue
-        for pattern, repl in compiled:
-            if pattern.match(key):
-                out[pattern.sub(repl, key, count=1)] = tensor
-                break
-        else:
-            unknown.append(key)
-    if unknown:
-        more = f" (+{len(unknown) - 20} more)" if len(unknown) > 20 else ""
-        raise ConversionError(f"{fmt}: unknown keys {sorted(unknown)[:20]}{more}: is it the right --format?")
-    return out
+def _renamed(src: Path, rules, fmt: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """The checkpoint's tensors under the project's names; keys no rule knows raise with their names (a wrong
+    --format, or a checkpoint with parts this project has no place for). Saved copies of derived buffers (older
+    Qwen2 checkpoints' RoPE inv_freq) are dropped first: the model recomputes them from its config."""
+    state = read_state_dict(src)
+    drop_recomputed_buffers(state)
+    return rename_keys(state, rules, strict_format=fmt)
 
 
 def _tied(state: dict[str, torch.Tensor], text) -> bool:
@@ -174,9 +169,10 @@ def _tied(state: dict[str, torch.Tensor], text) -> bool:
 # ------------------------------------------------------------------------------------------------ vision tower
 
 
-def _keep_feature_layers(vision, feature_layer, state):
+def _keep_feature_layers(vision, feature_layer, state) -> tuple[object, list[str]]:
     """The tower cut after its feature layer (what LLaVA-NeXT itself does to SigLIP): the layers past it and the
-    pooling head never reach the features, so their weights are dropped (named in source) and the feature is -1."""
+    pooling head never reach the features, so their weights are dropped from `state` (named in source) and the
+    feature is -1. Returns the cut config and the dropped keys."""
     if not isinstance(feature_layer, int):
         raise ConversionError(f"vision_feature_layer {feature_layer!r}: only one feature layer is supported")
     total = vision.num_hidden_layers
@@ -184,15 +180,12 @@ def _keep_feature_layers(vision, feature_layer, state):
     if not 1 <= keep <= total:
         raise ConversionError(f"vision_feature_layer {feature_layer} is outside a {total}-layer tower")
     prefix = "vision_tower.model."
-    layer = re.compile(rf"^{re.escape(prefix)}encoder\.layers\.(\d+)\.")
-
-    def unused(key: str) -> bool:
-        m = layer.match(key)
-        return key.startswith(prefix + "head.") or (m is not None and int(m.group(1)) >= keep)
-
-    dropped = sorted(k for k in state if unused(k))
+    head = [k for k in state if k.startswith(prefix + "head.")]
+    for key in head:
+        del state[key]
+    dropped = sorted(head + drop_unused_vision_layers(state, prefix, total, feature_layer))
     vision.num_hidden_layers, vision.vision_use_head = keep, False
-    return vision, {k: v for k, v in state.items() if k not in dropped}, dropped
+    return vision, dropped
 
 
 def _repo_vision_config(state: dict[str, torch.Tensor], vision_tower: Path | None):
